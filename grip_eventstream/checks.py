@@ -1,0 +1,189 @@
+"""System checks for grip_eventstream's settings (ids grip_eventstream.E0xx / W0xx)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+from urllib.parse import urlparse
+
+from django.conf import settings
+from django.core.checks import CheckMessage, Error, Warning
+from django.utils.module_loading import import_string
+
+from .conf import MAX_CHANNELS_LIMIT, conf
+
+
+def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    messages: list[CheckMessage] = []
+    messages += _check_grip()
+    messages += _check_classes()
+    messages += _check_numbers()
+    messages += _check_cors()
+    if conf.EVENTSTREAM_PUBLISH_ERRORS not in ("raise", "log"):
+        messages.append(
+            Error(
+                f"EVENTSTREAM_PUBLISH_ERRORS is {conf.EVENTSTREAM_PUBLISH_ERRORS!r}.",
+                hint='Use "raise" (the default) or "log".',
+                id="grip_eventstream.E007",
+            )
+        )
+    if "django.middleware.gzip.GZipMiddleware" in getattr(settings, "MIDDLEWARE", ()):
+        messages.append(
+            Warning(
+                "GZipMiddleware compresses the first response of an event stream, which "
+                "Pushpin then extends with uncompressed events: clients see garbage.",
+                hint="Remove GZipMiddleware, or compress in a front proxy that skips "
+                "text/event-stream responses.",
+                id="grip_eventstream.W002",
+            )
+        )
+    return messages
+
+
+def _check_grip() -> list[CheckMessage]:
+    url, proxies = conf.GRIP_URL, conf.GRIP_PROXIES
+    if not url and not proxies:
+        return [
+            Error(
+                "Neither GRIP_URL nor GRIP_PROXIES is set: send_event has nowhere to publish.",
+                hint='Set GRIP_URL = "http://localhost:5561" (Pushpin\'s control port).',
+                id="grip_eventstream.E001",
+            )
+        ]
+    entries: list[Any] = []
+    if proxies:
+        if not isinstance(proxies, Sequence) or isinstance(proxies, str):
+            return [_bad_proxies(proxies)]
+        entries = [entry.get("control_uri") if isinstance(entry, dict) else None for entry in proxies]
+        if None in entries:
+            return [_bad_proxies(proxies)]
+    elif url:
+        entries = [url]
+    errors: list[CheckMessage] = []
+    for uri in entries:
+        parsed = urlparse(uri) if isinstance(uri, str) else None
+        if parsed is None or parsed.scheme not in ("http", "https") or not parsed.netloc:
+            errors.append(
+                Error(
+                    f"GRIP proxy control URI {uri!r} is not an http(s) URL.",
+                    hint="Give the control port's URL, e.g. http://localhost:5561.",
+                    id="grip_eventstream.E002",
+                )
+            )
+    return errors
+
+
+def _bad_proxies(value: object) -> Error:
+    return Error(
+        f"GRIP_PROXIES must be a list of dicts with a 'control_uri'; got {value!r}.",
+        hint="GRIP_PROXIES = [{'control_uri': 'http://localhost:5561'}]",
+        id="grip_eventstream.E002",
+    )
+
+
+def _check_classes() -> list[CheckMessage]:
+    from .channelmanager import DefaultChannelManager
+
+    errors: list[CheckMessage] = []
+    path = conf.EVENTSTREAM_CHANNELMANAGER_CLASS
+    try:
+        cls = import_string(path)
+    except ImportError as exc:
+        errors.append(
+            Error(
+                f"EVENTSTREAM_CHANNELMANAGER_CLASS {path!r} cannot be imported: {exc}.",
+                hint="Give the dotted path of a DefaultChannelManager subclass.",
+                id="grip_eventstream.E003",
+            )
+        )
+    else:
+        if not (isinstance(cls, type) and issubclass(cls, DefaultChannelManager)):
+            errors.append(
+                Error(
+                    f"EVENTSTREAM_CHANNELMANAGER_CLASS {path!r} is not a subclass of "
+                    "grip_eventstream.channelmanager.DefaultChannelManager.",
+                    hint="Subclass DefaultChannelManager and override what you need.",
+                    id="grip_eventstream.E003",
+                )
+            )
+    storage = conf.EVENTSTREAM_STORAGE_CLASS
+    if storage:
+        try:
+            import_string(storage)
+        except ImportError as exc:
+            errors.append(
+                Error(
+                    f"EVENTSTREAM_STORAGE_CLASS {storage!r} cannot be imported: {exc}.",
+                    hint='Use "grip_eventstream.storage.DjangoModelStorage", or None.',
+                    id="grip_eventstream.E004",
+                )
+            )
+    return errors
+
+
+def _check_numbers() -> list[CheckMessage]:
+    errors: list[CheckMessage] = []
+    max_channels = conf.EVENTSTREAM_MAX_CHANNELS
+    if not _is_int(max_channels) or not 1 <= max_channels <= MAX_CHANNELS_LIMIT:
+        errors.append(
+            Error(
+                f"EVENTSTREAM_MAX_CHANNELS is {max_channels!r}.",
+                hint=f"Use a whole number from 1 to {MAX_CHANNELS_LIMIT}: Pushpin allows 20 "
+                "channels per connection and grip_eventstream reserves 2.",
+                id="grip_eventstream.E005",
+            )
+        )
+    bounds = {
+        "EVENTSTREAM_KEEP_ALIVE": (conf.EVENTSTREAM_KEEP_ALIVE, 0),
+        "EVENTSTREAM_LINK_TIMEOUT": (conf.EVENTSTREAM_LINK_TIMEOUT, 0),
+        "EVENTSTREAM_REPLAY_LIMIT": (conf.EVENTSTREAM_REPLAY_LIMIT, 1),
+        "EVENTSTREAM_STORAGE_TTL": (conf.EVENTSTREAM_STORAGE_TTL, 1),
+    }
+    for name, (value, minimum) in bounds.items():
+        if not _is_int(value) or value < minimum:
+            errors.append(
+                Error(
+                    f"{name} is {value!r}.",
+                    hint=f"Use a whole number of at least {minimum}.",
+                    id="grip_eventstream.E006",
+                )
+            )
+    timeout = conf.EVENTSTREAM_PUBLISH_TIMEOUT
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
+        errors.append(
+            Error(
+                f"EVENTSTREAM_PUBLISH_TIMEOUT is {timeout!r}.",
+                hint="Use a positive number of seconds, e.g. 5.",
+                id="grip_eventstream.E006",
+            )
+        )
+    return errors
+
+
+def _check_cors() -> list[CheckMessage]:
+    errors: list[CheckMessage] = []
+    for name in ("EVENTSTREAM_ALLOW_ORIGINS", "EVENTSTREAM_ALLOW_HEADERS"):
+        value = getattr(conf, name)
+        if isinstance(value, str) or not all(isinstance(v, str) for v in value):
+            errors.append(
+                Error(
+                    f"{name} should be a list of strings, got {value!r}.",
+                    hint=f'For example {name} = ["https://example.com"].'
+                    if name.endswith("ORIGINS")
+                    else f'For example {name} = ["Authorization"].',
+                    id="grip_eventstream.E008",
+                )
+            )
+    if not isinstance(conf.EVENTSTREAM_ALLOW_CREDENTIALS, bool):
+        errors.append(
+            Error(
+                "EVENTSTREAM_ALLOW_CREDENTIALS should be True or False.",
+                hint="Set it to True to let cross-origin streams carry cookies.",
+                id="grip_eventstream.E008",
+            )
+        )
+    return errors
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)

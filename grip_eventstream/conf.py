@@ -1,0 +1,99 @@
+"""Typed, lazy access to the settings grip_eventstream reads.
+
+Every property reads ``django.conf.settings`` on access, so ``override_settings`` works
+everywhere. Objects that are expensive to build from settings (publisher clients, the
+channel manager, the storage) are cached in :mod:`grip_eventstream.registry` and dropped
+when a setting they depend on changes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Literal
+
+from django.conf import settings
+
+DEFAULT_CHANNELMANAGER_CLASS = "grip_eventstream.channelmanager.DefaultChannelManager"
+
+# Pushpin accepts at most 20 channels per connection (``connection_subscription_max``).
+# Two are reserved for the library's own per-connection channels (revocation), so
+# EVENTSTREAM_MAX_CHANNELS may be at most 18.
+PUSHPIN_CHANNELS_PER_CONNECTION = 20
+RESERVED_CHANNELS = 2
+MAX_CHANNELS_LIMIT = PUSHPIN_CHANNELS_PER_CONNECTION - RESERVED_CHANNELS
+
+PublishErrors = Literal["raise", "log"]
+
+
+class Settings:
+    """The settings this app reads, with their defaults. Documented in the README."""
+
+    @property
+    def GRIP_URL(self) -> str | None:
+        return getattr(settings, "GRIP_URL", None)
+
+    @property
+    def GRIP_PROXIES(self) -> Sequence[dict[str, Any]] | None:
+        return getattr(settings, "GRIP_PROXIES", None)
+
+    @property
+    def EVENTSTREAM_STORAGE_CLASS(self) -> str | None:
+        return getattr(settings, "EVENTSTREAM_STORAGE_CLASS", None)
+
+    @property
+    def EVENTSTREAM_CHANNELMANAGER_CLASS(self) -> str:
+        return getattr(settings, "EVENTSTREAM_CHANNELMANAGER_CLASS", DEFAULT_CHANNELMANAGER_CLASS)
+
+    @property
+    def EVENTSTREAM_ALLOW_ORIGINS(self) -> Sequence[str]:
+        return getattr(settings, "EVENTSTREAM_ALLOW_ORIGINS", ())
+
+    @property
+    def EVENTSTREAM_ALLOW_CREDENTIALS(self) -> bool:
+        return getattr(settings, "EVENTSTREAM_ALLOW_CREDENTIALS", False)
+
+    @property
+    def EVENTSTREAM_ALLOW_HEADERS(self) -> Sequence[str]:
+        return getattr(settings, "EVENTSTREAM_ALLOW_HEADERS", ())
+
+    @property
+    def EVENTSTREAM_KEEP_ALIVE(self) -> int:
+        return getattr(settings, "EVENTSTREAM_KEEP_ALIVE", 20)
+
+    @property
+    def EVENTSTREAM_LINK_TIMEOUT(self) -> int:
+        return getattr(settings, "EVENTSTREAM_LINK_TIMEOUT", 120)
+
+    @property
+    def EVENTSTREAM_PUBLISH_TIMEOUT(self) -> float:
+        return getattr(settings, "EVENTSTREAM_PUBLISH_TIMEOUT", 5.0)
+
+    @property
+    def EVENTSTREAM_PUBLISH_ERRORS(self) -> PublishErrors:
+        return getattr(settings, "EVENTSTREAM_PUBLISH_ERRORS", "raise")
+
+    @property
+    def EVENTSTREAM_MAX_CHANNELS(self) -> int:
+        return getattr(settings, "EVENTSTREAM_MAX_CHANNELS", 10)
+
+    @property
+    def EVENTSTREAM_REPLAY_LIMIT(self) -> int:
+        return getattr(settings, "EVENTSTREAM_REPLAY_LIMIT", 500)
+
+    @property
+    def EVENTSTREAM_STORAGE_TTL(self) -> int:
+        return getattr(settings, "EVENTSTREAM_STORAGE_TTL", 24 * 3600)
+
+
+conf = Settings()
+
+# Settings whose change must drop the cached objects built from them.
+CACHED_SETTINGS = frozenset(
+    {
+        "GRIP_URL",
+        "GRIP_PROXIES",
+        "EVENTSTREAM_PUBLISH_TIMEOUT",
+        "EVENTSTREAM_STORAGE_CLASS",
+        "EVENTSTREAM_CHANNELMANAGER_CLASS",
+    }
+)

@@ -1,0 +1,180 @@
+"""GRIP protocol pieces: channel names as Pushpin sees them, hold headers, Grip-Last.
+
+Pure: no Django import. Header grammar and behaviour verified against Pushpin 1.36.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+import unicodedata
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+from gripcontrol import Channel, create_grip_channel_header
+
+from .exceptions import InvalidChannel
+
+MAX_CHANNEL_LENGTH = 128
+
+# Names made only of these characters go to Pushpin unchanged. Everything else is encoded,
+# because Pushpin parses Grip-Channel / Grip-Last as header parameters (',', ';', '"', '='
+# and spaces are syntax), reads header bytes as UTF-8 while WSGI writes Latin-1 (non-ASCII
+# names arrive mangled), and the build-id filter's id format treats '%', ')' and '\' as
+# syntax. '~' is left out of the set so that the encoded form, which starts with '~', can
+# never collide with a plain name.
+_PLAIN_CHANNEL = re.compile(r"[A-Za-z0-9_.:@/+!-]+")
+_ENCODED_PREFIX = "~"
+
+# ":\n\n" (an SSE comment) in base64. Base64 rather than cstring because gripcontrol's and
+# Pushpin's cstring escaping disagree on backslashes, and a length divisible by three gives
+# a value without '=' padding, which the header-parameter parser would split on.
+_KEEP_ALIVE_B64 = base64.b64encode(b":\n\n").decode("ascii")
+
+
+def validate_channel(name: object) -> str:
+    """Return ``name`` if it can be used as a channel name, else raise InvalidChannel."""
+    if not isinstance(name, str):
+        raise InvalidChannel(f"channel names are strings, got {type(name).__name__}")
+    if not name:
+        raise InvalidChannel("channel name is empty")
+    if len(name) > MAX_CHANNEL_LENGTH:
+        raise InvalidChannel(
+            f"channel name is {len(name)} characters long; the limit is {MAX_CHANNEL_LENGTH}"
+        )
+    for char in name:
+        if unicodedata.category(char) in ("Cc", "Cs"):
+            raise InvalidChannel(
+                f"channel name {name[:40]!r} contains the control character U+{ord(char):04X}"
+            )
+    return name
+
+
+def pushpin_channel(name: str) -> str:
+    """The name Pushpin uses for a channel: the name itself, or an encoded form."""
+    if _PLAIN_CHANNEL.fullmatch(name):
+        return name
+    encoded = base64.b32encode(name.encode("utf-8")).decode("ascii").rstrip("=").lower()
+    return _ENCODED_PREFIX + encoded
+
+
+def channel_from_pushpin(pushpin_name: str) -> str | None:
+    """Inverse of :func:`pushpin_channel`; None for a name it cannot have produced."""
+    if not pushpin_name.startswith(_ENCODED_PREFIX):
+        return pushpin_name if _PLAIN_CHANNEL.fullmatch(pushpin_name) else None
+    encoded = pushpin_name[len(_ENCODED_PREFIX) :].upper()
+    try:
+        raw = base64.b32decode(encoded + "=" * (-len(encoded) % 8))
+        return raw.decode("utf-8")
+    except ValueError:  # binascii.Error and UnicodeDecodeError are ValueErrors
+        return None
+
+
+@dataclass(frozen=True)
+class Subscription:
+    """One channel of a stream hold. ``prev_id`` is set for reliable channels only."""
+
+    channel: str
+    prev_id: str | None = None
+
+
+def hold_headers(
+    subscriptions: Sequence[Subscription],
+    *,
+    keep_alive: int,
+    id_format: str | None = None,
+    link: str | None = None,
+    link_timeout: int = 0,
+) -> dict[str, str]:
+    """Response headers that make Pushpin hold the request open as a stream."""
+    channels = []
+    for sub in subscriptions:
+        channel = Channel(pushpin_channel(sub.channel), sub.prev_id)
+        if sub.prev_id is not None:
+            # Pushpin only runs a publish's content filters that the subscription allows.
+            channel.filters.append("build-id")
+        channels.append(channel)
+    headers = {
+        "Grip-Hold": "stream",
+        "Grip-Channel": create_grip_channel_header(channels),
+    }
+    if keep_alive > 0:
+        headers["Grip-Keep-Alive"] = f"{_KEEP_ALIVE_B64}; format=base64; timeout={keep_alive}"
+    if id_format is not None:
+        headers["Grip-Set-Meta"] = f'id_format="{id_format}"'
+    if link is not None:
+        headers["Grip-Link"] = link_header(link, link_timeout)
+    return headers
+
+
+def link_header(url: str, timeout: int = 0) -> str:
+    value = f"<{url}>; rel=next"
+    if timeout > 0:
+        value += f"; timeout={timeout}"
+    return value
+
+
+def id_format_var(channel: str) -> str:
+    """The build-id template directive that Pushpin replaces with the channel's last id."""
+    return f"%({pushpin_channel(channel)})s"
+
+
+def parse_grip_last(values: Iterable[str]) -> dict[str, str]:
+    """Parse ``Grip-Last: CHANNEL; last-id=ID`` header values into {channel: last id}.
+
+    Pushpin sends one header per channel; WSGI joins repeated headers with commas, which
+    cannot occur inside channel names as :func:`pushpin_channel` writes them. Entries that
+    do not parse, or name channels this library cannot have created, are skipped.
+    """
+    result: dict[str, str] = {}
+    for value in values:
+        for entry in value.split(","):
+            name, _, params = entry.partition(";")
+            channel = channel_from_pushpin(name.strip())
+            if channel is None:
+                continue
+            for param in params.split(";"):
+                key, _, last_id = param.partition("=")
+                if key.strip() == "last-id":
+                    result[channel] = last_id.strip().strip('"')
+    return result
+
+
+def http_stream_item(
+    channel: str,
+    content: str,
+    *,
+    item_id: str | None = None,
+    prev_id: str | None = None,
+    build_id: bool = False,
+) -> dict[str, object]:
+    """One item of Pushpin's publish API for the http-stream transport."""
+    stream: dict[str, object] = {"content": content}
+    if build_id:
+        stream["content-filters"] = ["build-id"]
+    item: dict[str, object] = {
+        "channel": pushpin_channel(channel),
+        "formats": {"http-stream": stream},
+    }
+    # Strings only: Pushpin rejects integer ids, and pubcontrol drops falsy ones.
+    if item_id is not None:
+        item["id"] = item_id
+    if prev_id is not None:
+        item["prev-id"] = prev_id
+    return item
+
+
+def close_item(channel: str) -> dict[str, object]:
+    """An item that ends every stream subscribed to ``channel``."""
+    return {
+        "channel": pushpin_channel(channel),
+        "formats": {"http-stream": {"action": "close"}},
+    }
+
+
+def keep_alive_data() -> bytes:
+    return base64.b64decode(_KEEP_ALIVE_B64)
+
+
+def quote_meta(values: Mapping[str, str]) -> str:
+    return ", ".join(f'{key}="{value}"' for key, value in values.items())

@@ -1,0 +1,47 @@
+from __future__ import annotations
+
+from django.db import models
+from django.utils import timezone
+
+
+class Event(models.Model):
+    """A stored event. ``seq`` numbers the events of one channel: 1, 2, 3, ... no gaps."""
+
+    channel = models.CharField(max_length=255)
+    seq = models.BigIntegerField()
+    event_type = models.CharField(max_length=255)
+    data = models.TextField()
+    created = models.DateTimeField(default=timezone.now, db_index=True)
+
+    class Meta:
+        constraints = [
+            # Also the index behind "events of channel C after N" (replay) and trimming.
+            models.UniqueConstraint(fields=["channel", "seq"], name="grip_es_event_channel_seq"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.channel}#{self.seq} {self.event_type}"
+
+
+class ChannelCounter(models.Model):
+    """The last sequence number given out per channel; its row lock orders the writers."""
+
+    channel = models.CharField(max_length=255, primary_key=True)
+    last_seq = models.BigIntegerField(default=0)
+
+    def __str__(self) -> str:
+        return f"{self.channel}@{self.last_seq}"
+
+
+class Epoch(models.Model):
+    """One row: a random value that changes whenever the event tables start afresh.
+
+    Cursors carry it, so a cursor from an earlier (or another) database is recognised
+    and answered with a ``stream-reset`` instead of being trusted.
+    """
+
+    id = models.PositiveSmallIntegerField(primary_key=True)
+    value = models.CharField(max_length=16)
+
+    def __str__(self) -> str:
+        return self.value

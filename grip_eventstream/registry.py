@@ -1,0 +1,59 @@
+"""Objects built from settings, cached per process and rebuilt when their settings change."""
+
+from __future__ import annotations
+
+import functools
+from typing import TYPE_CHECKING, Any
+
+from django.core.exceptions import ImproperlyConfigured
+from django.utils.module_loading import import_string
+
+from .conf import CACHED_SETTINGS, conf
+
+if TYPE_CHECKING:
+    from .channelmanager import DefaultChannelManager
+    from .publisher import Publisher
+    from .storage import EventStorage
+
+
+@functools.cache
+def get_publisher() -> Publisher:
+    from .publisher import Publisher, parse_proxies
+
+    return Publisher(
+        parse_proxies(conf.GRIP_URL, conf.GRIP_PROXIES), conf.EVENTSTREAM_PUBLISH_TIMEOUT
+    )
+
+
+@functools.cache
+def get_channel_manager() -> DefaultChannelManager:
+    return _instantiate(conf.EVENTSTREAM_CHANNELMANAGER_CLASS, "EVENTSTREAM_CHANNELMANAGER_CLASS")  # type: ignore[no-any-return]
+
+
+@functools.cache
+def get_storage() -> EventStorage | None:
+    path = conf.EVENTSTREAM_STORAGE_CLASS
+    if not path:
+        return None
+    return _instantiate(path, "EVENTSTREAM_STORAGE_CLASS")  # type: ignore[no-any-return]
+
+
+def _instantiate(path: str, setting: str) -> Any:
+    try:
+        cls = import_string(path)
+    except ImportError as exc:
+        raise ImproperlyConfigured(
+            f"{setting} = {path!r} cannot be imported ({exc}); give the dotted path of a class"
+        ) from exc
+    return cls()
+
+
+def clear_caches(*, setting: str, **kwargs: object) -> None:
+    """``setting_changed`` receiver, connected in AppConfig.ready()."""
+    if setting not in CACHED_SETTINGS:
+        return
+    if get_publisher.cache_info().currsize:
+        get_publisher().close()
+    get_publisher.cache_clear()
+    get_channel_manager.cache_clear()
+    get_storage.cache_clear()

@@ -1,0 +1,139 @@
+"""Fixtures that run the real parts: Pushpin in front of gunicorn serving tests.wsgi.
+
+One stack per test session (started after pytest-django has created the test database,
+which gunicorn then opens too); tests that kill or restart a process start their own.
+Processes are always stopped, also when a test fails (see tests/procs.py).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.procs import Gunicorn, Pushpin, SSEReader, read_sse
+from tests.sseparser import Event, SSEParser
+
+ROOT = Path(__file__).resolve().parent.parent
+SIG_KEY = "grip-eventstream-test-key-0123456789abcdef"
+
+
+@dataclass
+class Stack:
+    pushpin: Pushpin
+    gunicorn: Gunicorn
+
+    @property
+    def grip_url(self) -> str:
+        # iss + key: publishes are signed, and the app verifies Pushpin's Grip-Sig with key.
+        return f"{self.pushpin.control_url}?iss=pushpin&key={SIG_KEY}"
+
+    @property
+    def url(self) -> str:
+        return self.pushpin.url
+
+    def stream(self, path: str, **kwargs) -> SSEReader:
+        return read_sse(self.pushpin.url + path, **kwargs)
+
+    def send_via_app(self, channel: str, data: dict, count: int | None = None, type="message"):
+        body: dict = {"channel": channel, "data": data, "type": type}
+        if count is not None:
+            body["count"] = count
+        res = requests.post(self.gunicorn.url + "/send/", data=json.dumps(body), timeout=30)
+        res.raise_for_status()
+
+    def stop(self) -> None:
+        self.pushpin.stop()
+        self.gunicorn.stop()
+
+
+def start_stack(workdir: Path, db_name: str, *, workers: int = 2, **pushpin_options) -> Stack:
+    workdir.mkdir(parents=True, exist_ok=True)
+    gunicorn = Gunicorn(
+        "tests.wsgi:application",
+        workdir,
+        cwd=ROOT,
+        env={
+            "DJANGO_SETTINGS_MODULE": "tests.settings",
+            "GES_DB_NAME": db_name,
+            "PYTHONPATH": str(ROOT),
+        },
+        workers=workers,
+        threads=8,
+    )
+    pushpin = Pushpin(gunicorn.address, workdir, sig_key=SIG_KEY, **pushpin_options)
+    stack = Stack(pushpin, gunicorn)
+    gunicorn.env["GRIP_URL"] = stack.grip_url
+    try:
+        pushpin.start()
+        gunicorn.start(ready_path="/send/")
+    except BaseException:
+        stack.stop()
+        raise
+    return stack
+
+
+@pytest.fixture(scope="session")
+def test_db_name(django_db_setup, django_db_blocker) -> str:
+    from django.db import connection
+
+    return str(connection.settings_dict["NAME"])
+
+
+@pytest.fixture(scope="session")
+def live_stack(test_db_name, tmp_path_factory) -> Iterator[Stack]:
+    if shutil.which("pushpin") is None:
+        pytest.fail("pushpin is not installed: apt-get install pushpin (Debian/Ubuntu)")
+    stack = start_stack(tmp_path_factory.mktemp("stack"), test_db_name)
+    yield stack
+    stack.stop()
+
+
+@pytest.fixture
+def stack(live_stack, settings, transactional_db) -> Stack:
+    """The session's Pushpin + gunicorn, with this process publishing to the same Pushpin."""
+    settings.GRIP_URL = live_stack.grip_url
+    return live_stack
+
+
+@pytest.fixture
+def private_stack(test_db_name, settings, transactional_db, tmp_path) -> Iterator[Stack]:
+    """A stack of its own, for tests that kill or restart its processes."""
+    stack = start_stack(tmp_path / "stack", test_db_name)
+    settings.GRIP_URL = stack.grip_url
+    yield stack
+    stack.stop()
+
+
+def events(text: str, *, skip=("stream-reset",)) -> list[Event]:
+    return [e for e in SSEParser().feed(text) if e.type not in skip]
+
+
+def wait_events(reader: SSEReader, count: int, timeout: float = 10, **kwargs) -> list[Event]:
+    text = reader.wait_for(
+        lambda t: len(events(t, **kwargs)) >= count, timeout, f"{count} events"
+    )
+    return events(text, **kwargs)
+
+
+def manage(*args: str, env: dict | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
+    """Run ``manage.py``-style commands of the test project in a separate process."""
+    full_env = {**os.environ, "DJANGO_SETTINGS_MODULE": "tests.settings", "PYTHONPATH": str(ROOT)}
+    full_env.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-m", "django", *args],
+        cwd=ROOT,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=True,
+    )
