@@ -55,7 +55,9 @@ class Stack:
         self.gunicorn.stop()
 
 
-def start_stack(workdir: Path, db_name: str, *, workers: int = 2, **pushpin_options) -> Stack:
+def start_stack(
+    workdir: Path, db_name: str, *, workers: int = 2, env: dict | None = None, **pushpin_options
+) -> Stack:
     workdir.mkdir(parents=True, exist_ok=True)
     gunicorn = Gunicorn(
         "tests.wsgi:application",
@@ -65,6 +67,7 @@ def start_stack(workdir: Path, db_name: str, *, workers: int = 2, **pushpin_opti
             "DJANGO_SETTINGS_MODULE": "tests.settings",
             "GES_DB_NAME": db_name,
             "PYTHONPATH": str(ROOT),
+            **(env or {}),
         },
         workers=workers,
         threads=8,
@@ -105,9 +108,13 @@ def stack(live_stack, settings, transactional_db) -> Stack:
 
 
 @pytest.fixture
-def private_stack(test_db_name, settings, transactional_db, tmp_path) -> Iterator[Stack]:
-    """A stack of its own, for tests that kill or restart its processes."""
-    stack = start_stack(tmp_path / "stack", test_db_name)
+def private_stack(test_db_name, settings, transactional_db, tmp_path, request) -> Iterator[Stack]:
+    """A stack of its own, for tests that kill or restart its processes.
+
+    ``@pytest.mark.stack_env(NAME=value)`` passes environment variables to its gunicorn.
+    """
+    marker = request.node.get_closest_marker("stack_env")
+    stack = start_stack(tmp_path / "stack", test_db_name, env=marker.kwargs if marker else None)
     settings.GRIP_URL = stack.grip_url
     yield stack
     stack.stop()

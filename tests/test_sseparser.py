@@ -1,0 +1,297 @@
+"""The test-support SSE parser against the WHATWG spec and web-platform-tests eventsource/format-*.
+
+Cases marked "WPT" follow the stream and expectations of the named web-platform-tests file.
+"""
+
+import pytest
+
+from tests.sseparser import Event, SSEParser
+
+
+def parse(*chunks):
+    parser = SSEParser()
+    events = [event for chunk in chunks for event in parser.feed(chunk)]
+    return parser, events
+
+
+def message(data, last_event_id="", type="message"):
+    return Event(type=type, data=data, last_event_id=last_event_id)
+
+
+# --- lines and line ends --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("eol", ["\n", "\r", "\r\n"])
+def test_each_line_end(eol):
+    _, events = parse(f"data: a{eol}data: b{eol}{eol}")
+    assert events == [message("a\nb")]
+
+
+def test_mixed_line_ends():
+    # WPT format-newlines: "data:test\r\ndata\ndata:test\r\n\r"
+    _, events = parse("data:test\r\ndata\ndata:test\r\n\r")
+    assert events == [message("test\n\ntest")]
+
+
+def test_crlf_split_across_chunks_is_one_line_end():
+    # If the LF were a second line end it would be a blank line and dispatch "a" early.
+    _, events = parse("data: a\r", "\ndata: b\r", "\n\r", "\n")
+    assert events == [message("a\nb")]
+
+
+def test_crlf_split_across_bytes_chunks():
+    _, events = parse(b"data: a\r", b"\ndata: b\r\n\r", b"\n")
+    assert events == [message("a\nb")]
+
+
+def test_cr_dispatches_without_waiting_for_next_chunk():
+    parser = SSEParser()
+    assert parser.feed("data: a\r\r") == [message("a")]
+    assert parser.feed("\ndata: b\n\n") == [message("b")]
+
+
+def test_lone_cr_then_lf_in_later_chunk_after_empty_chunks():
+    parser = SSEParser()
+    assert parser.feed("data: a\r") == []
+    assert parser.feed(b"") == []
+    assert parser.feed(b"\xc3") == []  # half a character: no text yet, CR still pending
+    # "\u00e9" starts a new (unknown-field) line: the CR was a complete line end.
+    assert parser.feed(b"\xa9\n") == []
+    assert parser.feed("\n") == [message("a")]
+
+
+def test_only_cr_lf_crlf_end_lines():
+    # VT, FF, NEL, LS and PS are ordinary characters in an event stream.
+    data = "a\x0bb\x0cc\x1cd\x85e\u2028f\u2029g"
+    _, events = parse(f"data: {data}\n\n")
+    assert events == [message(data)]
+
+
+def test_character_at_a_time():
+    stream = "event: e\r\nid: 1\r\ndata: x\r\ndata: y\r\n\r\n"
+    _, whole = parse(stream)
+    _, split = parse(*stream)
+    assert whole == split == [message("x\ny", "1", type="e")]
+
+
+# --- BOM and UTF-8 --------------------------------------------------------------------------
+
+
+def test_leading_bom_stripped():
+    # WPT format-bom: only the first BOM is stripped; "\ufeffdata" is an unknown field.
+    _, events = parse("\ufeffdata:1\n\n\ufeffdata:2\n\ndata:3\n\n")
+    assert [e.data for e in events] == ["1", "3"]
+
+
+def test_only_one_bom_stripped():
+    # WPT format-bom-2
+    _, events = parse("\ufeff\ufeffdata:1\n\ndata:2\n\ndata:3\n\n")
+    assert [e.data for e in events] == ["2", "3"]
+
+
+def test_bom_split_across_byte_chunks():
+    _, events = parse(b"\xef", b"\xbb", b"\xbfdata: x\n\n")
+    assert events == [message("x")]
+
+
+def test_bom_in_later_chunk_is_not_stripped():
+    _, events = parse("data: a\n\n", "\ufeffdata: b\n\n")
+    assert events == [message("a")]
+
+
+def test_bom_after_empty_first_chunk_is_still_leading():
+    _, events = parse(b"", "\ufeffdata: x\n\n")
+    assert events == [message("x")]
+
+
+def test_utf8_split_inside_character():
+    raw = "data: caf\u00e9 \U0001f600\n\n".encode()
+    _, events = parse(*(raw[i : i + 1] for i in range(len(raw))))
+    assert events == [message("caf\u00e9 \U0001f600")]
+
+
+def test_invalid_utf8_replaced():
+    _, events = parse(b"data: a\xffb\xe2\x82\n\n")
+    assert events == [message("a\ufffdb\ufffd")]
+
+
+def test_truncated_utf8_then_str_chunk_flushes_replacement():
+    _, events = parse(b"data: a\xe2\x82", "b\n\n")
+    assert events == [message("a\ufffdb")]
+
+
+# --- fields ---------------------------------------------------------------------------------
+
+
+def test_one_space_after_colon_stripped_no_more():
+    # WPT format-leading-space: "data:\ttest\rdata: \ndata:test\n\n"
+    _, events = parse("data:\ttest\rdata: \ndata:test\n\n")
+    assert events == [message("\ttest\n\ntest")]
+    _, events = parse("data:  two spaces\n\n")
+    assert events == [message(" two spaces")]
+
+
+def test_data_without_space():
+    _, events = parse("data:x\n\n")
+    assert events == [message("x")]
+
+
+def test_field_parsing():
+    # WPT format-field-parsing: case-sensitive names, NUL kept in data, unknown fields ignored.
+    stream = (
+        "data:\x00\ndata:  2\rData:1\ndata\x00:2\ndata:1\r\x00data:4\nda-ta:3\rdata_5\n"
+        "data:3\rdata:\r\n data:32\ndata:4\n\n"
+    )
+    _, events = parse(stream)
+    assert events == [message("\x00\n 2\n1\n3\n\n4")]
+
+
+def test_field_without_colon_is_name_with_empty_value():
+    # WPT format-field-data: "data" alone appends an empty line.
+    _, events = parse("data:\n\ndata\ndata\n\ndata:test\n\n")
+    assert [e.data for e in events] == ["", "\n", "test"]
+
+
+def test_unknown_fields_and_comments_ignored():
+    # WPT format-field-unknown and format-comments
+    _, events = parse(
+        "data:test\n data\ndata\nfoobar:xxx\njustsometext\n:thisisacommentyay\ndata:test\n\n"
+    )
+    assert events == [message("test\n\ntest")]
+    _, events = parse(":\n: data: x\n:comment\r\ndata: y\r\n:\r\n\r\n")
+    assert events == [message("y")]
+
+
+def test_comment_alone_dispatches_nothing():
+    _, events = parse(":keep-alive\n\n:\n\n")
+    assert events == []
+
+
+def test_null_character_in_data():
+    # WPT format-null-character
+    _, events = parse("data:\x00\n\n\n\n")
+    assert events == [message("\x00")]
+
+
+def test_event_type_and_reset_after_dispatch():
+    # WPT format-field-event: the event type buffer is reset after each dispatch.
+    _, events = parse("event: test\ndata: a\n\ndata: b\n\n")
+    assert events == [message("a", type="test"), message("b")]
+
+
+def test_empty_event_field_means_message():
+    # WPT format-field-event-empty
+    _, events = parse("event: \ndata: data\n\n")
+    assert events == [message("data")]
+
+
+def test_event_type_reset_even_when_no_data():
+    _, events = parse("event: lost\n\ndata: x\n\n")
+    assert events == [message("x")]
+
+
+def test_block_without_data_dispatches_nothing():
+    _, events = parse("event: e\nretry: 5\n\n\n\n")
+    assert events == []
+
+
+def test_last_data_line_final_lf_removed_once():
+    _, events = parse("data: a\ndata:\n\n")
+    assert events == [message("a\n")]
+
+
+# --- id -------------------------------------------------------------------------------------
+
+
+def test_id_carries_over_and_empty_id_resets():
+    parser, events = parse(
+        "id: 1\ndata: a\n\ndata: b\n\nid\ndata: c\n\nid: 2\ndata: d\n\nid:\ndata: e\n\n"
+    )
+    assert events == [
+        message("a", "1"),
+        message("b", "1"),
+        message("c", ""),
+        message("d", "2"),
+        message("e", ""),
+    ]
+    assert parser.last_event_id == ""
+    assert parser.id_updates() == ["1", "", "2", ""]
+
+
+def test_id_with_null_ignored():
+    # WPT format-field-id-null: the whole field is ignored, the previous id stays.
+    parser, events = parse("id: 1\ndata: a\n\nid: 2\x00\ndata: b\n\nid: x\x00y\n\n")
+    assert events == [message("a", "1"), message("b", "1")]
+    assert parser.id_updates() == ["1"]
+
+
+def test_id_only_block_updates_last_event_id_without_event():
+    parser = SSEParser()
+    assert parser.feed("id: 42\n\n") == []
+    assert parser.last_event_id == "42"
+    assert parser.id_updates() == ["42"]
+    assert parser.feed("data: x\n\n") == [message("x", "42")]
+
+
+def test_id_value_keeps_spaces_and_colons():
+    _, events = parse("id:  a:b \ndata: x\n\n")
+    assert events == [message("x", " a:b ")]
+
+
+def test_id_updates_records_changes_only():
+    parser, _ = parse("id: 1\n\nid: 1\ndata: x\n\nid: 2\n\n")
+    assert parser.id_updates() == ["1", "2"]
+
+
+# --- retry ----------------------------------------------------------------------------------
+
+
+def test_retry_digits_only():
+    # WPT format-field-retry-bogus: a value with non-digits is ignored.
+    parser, events = parse("retry:3000\nretry:1000x\ndata:x\n\n")
+    assert events == [message("x")]
+    assert parser.retry == 3000
+
+
+@pytest.mark.parametrize(
+    "value", ["", "  100", "-1", "+5", "1.5", "1e3", "\u0661\u0662", "\u00b2", "12 ", "0x10"]
+)
+def test_retry_ignored_unless_ascii_digits(value):
+    parser, _ = parse(f"retry:{value}\n")
+    assert parser.retry is None
+
+
+def test_retry_applies_without_blank_line_and_leading_space_stripped():
+    parser, _ = parse("retry: 0042\n")
+    assert parser.retry == 42
+
+
+def test_retry_with_huge_number_does_not_raise():
+    parser, _ = parse("retry:" + "9" * 10_000 + "\n")
+    assert parser.retry is None
+
+
+# --- end of stream --------------------------------------------------------------------------
+
+
+def test_incomplete_trailing_event_not_dispatched():
+    # WPT format-data-before-final-empty-line
+    parser, events = parse("retry:1000\ndata:test1\n\nid:test\ndata:test2")
+    assert events == [message("test1")]
+    # The id field was processed into the buffer, but the source's last event ID string is
+    # only set on dispatch, which never happened.
+    assert parser.last_event_id == ""
+    assert parser.id_updates() == []
+
+
+def test_trailing_event_with_single_line_end_not_dispatched():
+    parser, events = parse("id: 7\ndata: x\n")
+    assert events == []
+    assert parser.last_event_id == ""
+    events = parser.feed("\n")
+    assert events == [message("x", "7")]
+
+
+def test_str_and_bytes_chunks_mix():
+    _, events = parse("data: a", b"\xc3\xa9", "\n", b"\n")
+    assert events == [message("a\u00e9")]
