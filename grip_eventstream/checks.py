@@ -54,7 +54,9 @@ def _check_grip() -> list[CheckMessage]:
     if proxies:
         if not isinstance(proxies, Sequence) or isinstance(proxies, str):
             return [_bad_proxies(proxies)]
-        entries = [entry.get("control_uri") if isinstance(entry, dict) else None for entry in proxies]
+        entries = [
+            entry.get("control_uri") if isinstance(entry, dict) else None for entry in proxies
+        ]
         if None in entries:
             return [_bad_proxies(proxies)]
     elif url:

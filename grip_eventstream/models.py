@@ -14,7 +14,7 @@ class Event(models.Model):
     created = models.DateTimeField(default=timezone.now, db_index=True)
 
     class Meta:
-        constraints = [
+        constraints = [  # noqa: RUF012 (Django reads this list; nothing mutates it)
             # Also the index behind "events of channel C after N" (replay) and trimming.
             models.UniqueConstraint(fields=["channel", "seq"], name="grip_es_event_channel_seq"),
         ]

@@ -16,7 +16,6 @@ of its behaviours replaced:
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -54,7 +53,9 @@ class ProxyConfig:
         return None
 
 
-def parse_proxies(grip_url: str | None, grip_proxies: Sequence[Mapping[str, Any]] | None) -> list[ProxyConfig]:
+def parse_proxies(
+    grip_url: str | None, grip_proxies: Sequence[Mapping[str, Any]] | None
+) -> list[ProxyConfig]:
     """Turn GRIP_URL / GRIP_PROXIES into proxy configs (GRIP_PROXIES wins when both are set)."""
     entries: list[Mapping[str, Any]]
     if grip_proxies:
@@ -139,4 +140,3 @@ def _short_reason(exc: Exception) -> str:
     if "timed out" in text.lower():
         return "timed out"
     return text[:300]
-

@@ -224,7 +224,9 @@ def _replay(
     for reason, reset_channels in resets.items():
         data = json.dumps({"channels": reset_channels, "reason": reason})
         replay.blocks.append(
-            sse.encode_event(data, event="stream-reset", id=format_cursor(epoch, replay.positions, reliable))
+            sse.encode_event(
+                data, event="stream-reset", id=format_cursor(epoch, replay.positions, reliable)
+            )
         )
     limit = conf.EVENTSTREAM_REPLAY_LIMIT
     missed: list[StoredEvent] = []

@@ -7,6 +7,7 @@ Processes are always stopped, also when a test fails (see tests/procs.py).
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import shutil
@@ -125,9 +126,7 @@ def events(text: str, *, skip=("stream-reset",)) -> list[Event]:
 
 
 def wait_events(reader: SSEReader, count: int, timeout: float = 10, **kwargs) -> list[Event]:
-    text = reader.wait_for(
-        lambda t: len(events(t, **kwargs)) >= count, timeout, f"{count} events"
-    )
+    text = reader.wait_for(lambda t: len(events(t, **kwargs)) >= count, timeout, f"{count} events")
     return events(text, **kwargs)
 
 
@@ -144,3 +143,39 @@ def manage(*args: str, env: dict | None = None, timeout: float = 60) -> subproce
         timeout=timeout,
         check=True,
     )
+
+
+FAULT_FIGURES: list[dict] = []  # filled by tally(), printed at the end of the run
+
+
+def tally(scenario: str, sent: list, received: list) -> dict:
+    """Figures for a fault scenario: what was sent vs what the subscriber got."""
+    seen: set = set()
+    duplicated = 0
+    for item in received:
+        duplicated += item in seen
+        seen.add(item)
+    order = [sent.index(r) for r in dict.fromkeys(received) if r in sent]
+    reordered = sum(1 for a, b in itertools.pairwise(order) if b < a)
+    figures = {
+        "scenario": scenario,
+        "sent": len(sent),
+        "received": len(received),
+        "duplicated": duplicated,
+        "reordered": reordered,
+        "missing": len(set(sent) - set(received)),
+    }
+    FAULT_FIGURES.append(figures)
+    return figures
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    if not FAULT_FIGURES:
+        return
+    db = os.environ.get("GES_TEST_DB", "sqlite")
+    terminalreporter.section(f"fault scenarios ({db})")
+    for f in FAULT_FIGURES:
+        terminalreporter.write_line(
+            f"{f['scenario']:<44} sent {f['sent']:>5}  received {f['received']:>5}  "
+            f"duplicated {f['duplicated']}  reordered {f['reordered']}  missing {f['missing']}"
+        )

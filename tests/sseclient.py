@@ -56,13 +56,16 @@ class ReconnectingClient:
                 if reader.status != 200:
                     self.failed_status = reader.status
                     return
-                self.connections += 1
+                with self._cond:
+                    # Pushpin's subscription is live once the response headers are out.
+                    self.connections += 1
+                    self._cond.notify_all()
                 # A fresh parser per connection: a partial event at the end of a broken
                 # stream is discarded, the last event id carries over (as in EventSource).
                 parser = SSEParser(last_event_id=self.last_event_id)
                 seen = 0
                 while not self._stop.is_set():
-                    raw = reader.raw
+                    raw = reader.raw()
                     if len(raw) > seen:
                         new = parser.feed(raw[seen:])
                         seen = len(raw)
@@ -88,6 +91,9 @@ class ReconnectingClient:
                     )
                 self._cond.wait(remaining)
             return list(self.events)
+
+    def wait_connected(self, count: int = 1, timeout: float = 20) -> None:
+        self.wait_for(lambda evs: self.connections >= count, timeout, f"connection #{count}")
 
     def data_events(self, type: str = "message") -> list[Event]:
         with self._cond:

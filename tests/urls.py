@@ -15,4 +15,5 @@ urlpatterns = [
     path("stream/", include(grip_eventstream.urls)),
     path("send/", views.send),
     path("login/", views.login_view),
+    path("page/", views.page),
 ]

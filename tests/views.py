@@ -4,6 +4,7 @@ import json
 
 from django.contrib.auth import get_user_model, login
 from django.http import HttpResponse, JsonResponse
+from django.shortcuts import render
 from django.views.decorators.csrf import csrf_exempt
 
 from grip_eventstream import send_event
@@ -24,3 +25,11 @@ def login_view(request):
     user, _ = get_user_model().objects.get_or_create(username=request.GET["username"])
     login(request, user, backend="django.contrib.auth.backends.ModelBackend")
     return HttpResponse("ok")
+
+
+def page(request):
+    """A page with an EventSource on ?channel=, for the headless Chromium tests."""
+    channel = request.GET["channel"]
+    return render(
+        request, "page.html", {"channel": channel, "stream_url": f"/stream/?channel={channel}"}
+    )

@@ -15,7 +15,7 @@ class Command(BaseCommand):
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("channel")
         parser.add_argument("event_type")
-        parser.add_argument("data", help="JSON data, e.g. '{\"text\": \"hi\"}'")
+        parser.add_argument("data", help='JSON data, e.g. \'{"text": "hi"}\'')
         parser.add_argument(
             "--count", type=int, default=1, help="send it N times, with data['i'] = 0..N-1"
         )
