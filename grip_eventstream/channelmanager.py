@@ -55,6 +55,19 @@ class DefaultChannelManager:
             return {view_kwargs["channel"]}
         return set(request.GET.getlist("channel"))
 
+    def get_user(self, request: HttpRequest) -> AbstractBaseUser | None:
+        """The user a stream request is made for; None when anonymous.
+
+        By default the Django user of the request (session cookie, which browsers send
+        through Pushpin). Override it for token authentication on plain views, e.g. a
+        signed token in the query string, since ``EventSource`` cannot set headers. DRF
+        views (:mod:`grip_eventstream.viewsets`) authenticate with DRF instead.
+        """
+        user = getattr(request, "user", None)
+        if user is not None and user.is_authenticated:
+            return user  # type: ignore[no-any-return]
+        return None
+
     def can_read_channel(self, user: AbstractBaseUser | None, channel: str) -> bool:
         """Whether ``user`` (None when anonymous) may receive events of ``channel``.
 

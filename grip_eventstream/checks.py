@@ -8,6 +8,7 @@ from urllib.parse import urlparse
 
 from django.conf import settings
 from django.core.checks import CheckMessage, Error, Warning
+from django.core.exceptions import ImproperlyConfigured
 from django.utils.module_loading import import_string
 
 from .conf import MAX_CHANNELS_LIMIT, conf
@@ -15,7 +16,10 @@ from .conf import MAX_CHANNELS_LIMIT, conf
 
 def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
     messages: list[CheckMessage] = []
-    messages += _check_grip()
+    grip_messages = _check_grip()
+    messages += grip_messages
+    if not grip_messages:
+        messages += _check_trust()
     messages += _check_classes()
     messages += _check_numbers()
     messages += _check_cors()
@@ -73,6 +77,83 @@ def _check_grip() -> list[CheckMessage]:
                 )
             )
     return errors
+
+
+def _check_trust() -> list[CheckMessage]:
+    """Whether Grip-Sig can be and is verified (see the README's Security section)."""
+    from .publisher import parse_proxies
+
+    try:
+        proxies = parse_proxies(conf.GRIP_URL, conf.GRIP_PROXIES)
+    except ImproperlyConfigured:
+        return []  # reported as E002
+    messages: list[CheckMessage] = []
+    keys = [proxy.signature_key for proxy in proxies]
+    for proxy in proxies:
+        key = proxy.signature_key
+        if proxy.verify_iss is not None and key is None:
+            messages.append(
+                Error(
+                    f"GRIP proxy {proxy.control_uri} has verify-iss but no verify-key: its "
+                    "Grip-Sig signatures cannot be verified.",
+                    hint="Add verify-key=<the proxy's public key, base64:-encoded PEM> "
+                    "(Fastly Fanout publishes its key), or drop verify-iss.",
+                    id="grip_eventstream.E009",
+                )
+            )
+        elif key is not None and _is_pem(key) and not _has_cryptography():
+            messages.append(
+                Error(
+                    f"GRIP proxy {proxy.control_uri} is verified with a public key (ES256/RS256), "
+                    "which needs the cryptography package; without it every signature fails.",
+                    hint="pip install 'grip-eventstream[fanout]'",
+                    id="grip_eventstream.E009",
+                )
+            )
+        elif key is not None and not _is_pem(key) and len(_as_bytes(key)) < 32:
+            messages.append(
+                Warning(
+                    f"The HS256 key of GRIP proxy {proxy.control_uri} is shorter than 32 bytes.",
+                    hint="Use a random sig_key of at least 32 bytes in pushpin.conf and GRIP_URL.",
+                    id="grip_eventstream.W003",
+                )
+            )
+    if any(k is not None for k in keys) and any(k is None for k in keys):
+        messages.append(
+            Error(
+                "Some GRIP proxies have a verification key and others none: requests through "
+                "the ones without would be refused (signatures are checked against the keys).",
+                hint="Give every proxy its key, or none.",
+                id="grip_eventstream.E009",
+            )
+        )
+    if not settings.DEBUG and keys and all(k is None for k in keys):
+        messages.append(
+            Warning(
+                "No key verifies the Grip-Sig header: a client that reaches Django directly can "
+                "pretend to be the proxy (and read streams without the proxy's limits).",
+                hint="Add ?key=<Pushpin's sig_key> to GRIP_URL (for Fastly Fanout: verify-iss "
+                "and verify-key), or make Django reachable only through the proxy.",
+                id="grip_eventstream.W001",
+            )
+        )
+    return messages
+
+
+def _as_bytes(key: str | bytes) -> bytes:
+    return key.encode("utf-8") if isinstance(key, str) else key
+
+
+def _is_pem(key: str | bytes) -> bool:
+    return _as_bytes(key).lstrip().startswith(b"-----BEGIN")
+
+
+def _has_cryptography() -> bool:
+    try:
+        import cryptography  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 def _bad_proxies(value: object) -> Error:

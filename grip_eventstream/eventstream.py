@@ -7,6 +7,7 @@ import logging
 from collections.abc import Iterable
 from typing import Any
 
+from django.contrib.auth.base_user import AbstractBaseUser
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import transaction
 
@@ -80,6 +81,25 @@ def get_current_event_id(channels: Iterable[str]) -> str:
     if storage is None or not reliable:
         return ""
     return format_cursor(storage.get_epoch(), storage.get_current_ids(reliable), reliable)
+
+
+def channel_permission_changed(user: AbstractBaseUser, channel: str) -> None:
+    """Call after changing whether ``user`` may read ``channel``; works from any process.
+
+    When the channel manager's ``can_read_channel(user, channel)`` now says no, every open
+    stream of that user that carries the channel receives a ``stream-error`` event (JSON data
+    ``{"condition": "forbidden", "text": ..., "channels": [...]}``) and is closed within
+    about a second; the browser's reconnect is then refused with 403. The user's other
+    streams, and other users' streams, continue untouched.
+
+    How: each stream of an authenticated user also subscribes to a reserved channel of that
+    user; this publishes a hint there, which makes Pushpin fetch each such stream's next
+    link at once, and the next-link view checks the permissions of every channel again.
+    """
+    grip.validate_channel(channel)
+    if get_channel_manager().can_read_channel(user, channel):
+        return
+    _publish(grip.hint_item(grip.user_control_channel(user.pk)), channel)
 
 
 def _validate_event_type(event_type: object) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import base64
 import re
 import unicodedata
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from gripcontrol import Channel, create_grip_channel_header
@@ -70,12 +70,27 @@ def channel_from_pushpin(pushpin_name: str) -> str | None:
         return None
 
 
+# Reserved channels (one per authenticated user, used to reach all of that user's streams)
+# start with "~~": plain names have no "~", and encoded names have exactly one.
+_CONTROL_PREFIX = "~~u."
+
+
+def user_control_channel(user_pk: object) -> str:
+    """The Pushpin channel every stream of the user with this primary key subscribes to."""
+    encoded = base64.b32encode(str(user_pk).encode("utf-8")).decode("ascii")
+    return _CONTROL_PREFIX + encoded.rstrip("=").lower()
+
+
 @dataclass(frozen=True)
 class Subscription:
-    """One channel of a stream hold. ``prev_id`` is set for reliable channels only."""
+    """One channel of a stream hold. ``prev_id`` is set for reliable channels only.
+
+    ``raw`` marks a reserved channel whose name goes to Pushpin as it is.
+    """
 
     channel: str
     prev_id: str | None = None
+    raw: bool = False
 
 
 def hold_headers(
@@ -89,7 +104,8 @@ def hold_headers(
     """Response headers that make Pushpin hold the request open as a stream."""
     channels = []
     for sub in subscriptions:
-        channel = Channel(pushpin_channel(sub.channel), sub.prev_id)
+        name = sub.channel if sub.raw else pushpin_channel(sub.channel)
+        channel = Channel(name, sub.prev_id)
         if sub.prev_id is not None:
             # Pushpin only runs a publish's content filters that the subscription allows.
             channel.filters.append("build-id")
@@ -164,17 +180,9 @@ def http_stream_item(
     return item
 
 
-def close_item(channel: str) -> dict[str, object]:
-    """An item that ends every stream subscribed to ``channel``."""
-    return {
-        "channel": pushpin_channel(channel),
-        "formats": {"http-stream": {"action": "close"}},
-    }
+def hint_item(pushpin_name: str) -> dict[str, object]:
+    """An item that makes Pushpin fetch the next link of every stream on the channel now.
 
-
-def keep_alive_data() -> bytes:
-    return base64.b64decode(_KEEP_ALIVE_B64)
-
-
-def quote_meta(values: Mapping[str, str]) -> str:
-    return ", ".join(f'{key}="{value}"' for key, value in values.items())
+    A hint carries no id: with ids it would announce a lost event, not ask for a check.
+    """
+    return {"channel": pushpin_name, "formats": {"http-stream": {"action": "hint"}}}

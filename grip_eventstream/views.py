@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlencode
@@ -27,7 +27,7 @@ LINK_SALT = "grip_eventstream.link"
 RESUME_PARAM = "_resume"
 
 
-class _Refused(Exception):
+class Refused(Exception):
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
         self.status = status
@@ -38,28 +38,55 @@ class _Refused(Exception):
 def events(request: HttpRequest, **kwargs: Any) -> HttpResponse:
     """Subscribe to channels; also serves the next-link requests Pushpin makes."""
     link_token = kwargs.pop("grip_link", None)
+
+    def channels_and_user() -> tuple[Sequence[str], AbstractBaseUser | None]:
+        channels = requested_channels(request, kwargs)
+        return channels, get_channel_manager().get_user(request)
+
+    return serve(request, channels_and_user, link_token)
+
+
+def serve(
+    request: HttpRequest,
+    channels_and_user: Callable[[], tuple[Sequence[str], AbstractBaseUser | None]],
+    link_token: str | None = None,
+) -> HttpResponse:
+    """Answer a stream request (views and the DRF viewset share this).
+
+    ``channels_and_user`` is called for subscribe requests only: on next-link requests the
+    channels and the user come from the signed link token, since Pushpin makes those
+    requests itself, without the client's cookies or headers.
+    """
     cors = _cors_headers(request)
     if request.method == "OPTIONS":
         return _with_headers(HttpResponse(status=204), cors, _preflight_headers(cors))
     try:
         if request.method != "GET":
-            response = _text(405, "Event streams are opened with GET.")
+            response = text_response(405, "Event streams are opened with GET.")
             response["Allow"] = "GET, OPTIONS"
             return _with_headers(response, cors)
         _check_proxy(request)
+        channels: Sequence[str]
         if link_token is not None:
             channels, user = _read_link_token(link_token)
         else:
-            channels = _requested_channels(request, kwargs)
-            user = _request_user(request)
-        _check_permissions(user, channels)
-        response = _stream(request, channels, user, link_token)
-    except _Refused as refused:
-        response = _text(refused.status, refused.message)
+            channels, user = channels_and_user()
+        denied = _denied(user, channels)
+        if denied and link_token is not None:
+            # The stream is already open: tell the client why, then end it (a next-link
+            # answer without a hold closes the stream after its body).
+            response = _end_stream(user, denied)
+        elif denied:
+            who = "anonymous users" if user is None else "this user"
+            raise Refused(403, f"Permission denied: {who} may not read {', '.join(denied)}.")
+        else:
+            response = _stream(request, channels, user, link_token)
+    except Refused as refused:
+        response = text_response(refused.status, refused.message)
     return _with_headers(response, cors)
 
 
-def _text(status: int, message: str) -> HttpResponse:
+def text_response(status: int, message: str) -> HttpResponse:
     # Any status but 200 closes a browser's EventSource for good, which is what these
     # answers mean: retrying the same request cannot succeed.
     return HttpResponse(message + "\n", status=status, content_type="text/plain; charset=utf-8")
@@ -76,7 +103,7 @@ def _check_proxy(request: HttpRequest) -> None:
     """Refuse requests that did not come through a GRIP proxy: they could never stream."""
     signature = request.headers.get("Grip-Sig")
     if not signature:
-        raise _Refused(
+        raise Refused(
             400,
             "This is a Server-Sent Events endpoint that must be reached through a GRIP "
             "proxy (Pushpin or Fastly Fanout), which holds the connection open; this request "
@@ -89,7 +116,7 @@ def _check_proxy(request: HttpRequest) -> None:
         if proxy.signature_key is not None
     ]
     if keys and not any(validate_sig(signature, key, iss) for key, iss in keys):
-        raise _Refused(
+        raise Refused(
             403,
             "The Grip-Sig header did not verify with the key configured in GRIP_URL / "
             "GRIP_PROXIES: the request did not come through the configured GRIP proxy, or "
@@ -97,10 +124,10 @@ def _check_proxy(request: HttpRequest) -> None:
         )
 
 
-def _requested_channels(request: HttpRequest, kwargs: Mapping[str, Any]) -> list[str]:
+def requested_channels(request: HttpRequest, kwargs: Mapping[str, Any]) -> list[str]:
     names = get_channel_manager().get_channels_for_request(request, kwargs)
     if not names:
-        raise _Refused(
+        raise Refused(
             400,
             "No channel selected: pass channels in the URL configuration "
             "({'channels': [...]}, {'format-channels': [...]} or a <channel> path "
@@ -108,7 +135,7 @@ def _requested_channels(request: HttpRequest, kwargs: Mapping[str, Any]) -> list
         )
     limit = conf.EVENTSTREAM_MAX_CHANNELS
     if len(names) > limit:
-        raise _Refused(
+        raise Refused(
             400,
             f"{len(names)} channels requested; a stream carries at most {limit} "
             "(EVENTSTREAM_MAX_CHANNELS).",
@@ -116,22 +143,28 @@ def _requested_channels(request: HttpRequest, kwargs: Mapping[str, Any]) -> list
     try:
         return sorted(grip.validate_channel(name) for name in names)
     except InvalidChannel as exc:
-        raise _Refused(400, f"Invalid channel name: {exc}.") from None
+        raise Refused(400, f"Invalid channel name: {exc}.") from None
 
 
-def _request_user(request: HttpRequest) -> AbstractBaseUser | None:
-    user = getattr(request, "user", None)
-    if user is not None and user.is_authenticated:
-        return user  # type: ignore[no-any-return]
-    return None
-
-
-def _check_permissions(user: AbstractBaseUser | None, channels: Sequence[str]) -> None:
+def _denied(user: AbstractBaseUser | None, channels: Sequence[str]) -> list[str]:
     manager = get_channel_manager()
-    denied = [c for c in channels if not manager.can_read_channel(user, c)]
-    if denied:
-        who = "anonymous users" if user is None else "this user"
-        raise _Refused(403, f"Permission denied: {who} may not read {', '.join(denied)}.")
+    return [c for c in channels if not manager.can_read_channel(user, c)]
+
+
+def _end_stream(user: AbstractBaseUser | None, denied: Sequence[str]) -> HttpResponse:
+    who = "anonymous users" if user is None else "this user"
+    data = json.dumps(
+        {
+            "condition": "forbidden",
+            "text": f"Permission denied: {who} may no longer read {', '.join(denied)}.",
+            "channels": list(denied),
+        }
+    )
+    response = HttpResponse(
+        sse.encode_event(data, event="stream-error"), content_type="text/event-stream"
+    )
+    response["Cache-Control"] = "no-cache"
+    return response
 
 
 def _link_token(channels: Sequence[str], user: AbstractBaseUser | None) -> str:
@@ -150,7 +183,7 @@ def _read_link_token(token: str) -> tuple[list[str], AbstractBaseUser | None]:
         channels = [grip.validate_channel(c) for c in payload["c"]]
         user_pk = payload["u"]
     except (signing.BadSignature, KeyError, TypeError, ValueError):
-        raise _Refused(400, "Invalid or tampered next-link token.") from None
+        raise Refused(400, "Invalid or tampered next-link token.") from None
     user = None
     if user_pk is not None:
         found = get_user_model()._default_manager.filter(pk=user_pk).first()
@@ -181,15 +214,26 @@ def _stream(
     response["Cache-Control"] = "no-cache"
     response["X-Accel-Buffering"] = "no"
     subscriptions = [grip.Subscription(c) for c in channels if c not in reliable]
+    if user is not None:
+        # Lets channel_permission_changed() reach this user's streams (see its docstring).
+        subscriptions.append(grip.Subscription(grip.user_control_channel(user.pk), raw=True))
     token = link_token or _link_token(channels, user)
+    # Every stream has a next link, reliable or not: Pushpin fetches it on a hint from
+    # channel_permission_changed() and after EVENTSTREAM_LINK_TIMEOUT quiet seconds, and
+    # each fetch checks the user's permissions again.
     link_path = request.path if link_token else f"{request.path}_link/{token}/"
 
     if storage is None or not reliable:
-        hold = grip.hold_headers(subscriptions, keep_alive=conf.EVENTSTREAM_KEEP_ALIVE)
+        hold = grip.hold_headers(
+            subscriptions,
+            keep_alive=conf.EVENTSTREAM_KEEP_ALIVE,
+            link=link_path,
+            link_timeout=conf.EVENTSTREAM_LINK_TIMEOUT,
+        )
         return _with_headers(response, hold)
 
     epoch = storage.get_epoch()
-    replay = _replay(request, storage, epoch, reliable)
+    replay = _replay(request, storage, epoch, reliable, is_link=link_token is not None)
     body = "".join(replay.blocks)
     if not replay.complete:
         # More missed events than one response may carry: no hold yet; Pushpin sends this
@@ -216,10 +260,15 @@ def _stream(
 
 
 def _replay(
-    request: HttpRequest, storage: EventStorage, epoch: str, reliable: Sequence[str]
+    request: HttpRequest,
+    storage: EventStorage,
+    epoch: str,
+    reliable: Sequence[str],
+    *,
+    is_link: bool,
 ) -> _Replay:
     current = storage.get_current_ids(reliable)
-    positions, resets = _resolve_positions(request, storage, epoch, reliable, current)
+    positions, resets = _resolve_positions(request, storage, epoch, reliable, current, is_link)
     replay = _Replay(positions=dict(positions))
     for reason, reset_channels in resets.items():
         data = json.dumps({"channels": reset_channels, "reason": reason})
@@ -248,6 +297,7 @@ def _resolve_positions(
     epoch: str,
     reliable: Sequence[str],
     current: Mapping[str, int],
+    is_link: bool,
 ) -> tuple[dict[str, int], dict[str, list[str]]]:
     """Where each reliable channel resumes, and which channels need a stream-reset."""
     resets: dict[str, list[str]] = {}
@@ -258,7 +308,8 @@ def _resolve_positions(
         resets.setdefault(reason, []).append(channel)
 
     resume = request.GET.get(RESUME_PARAM)
-    grip_last = request.headers.get("Grip-Last")
+    # Only Pushpin's own next-link requests (signed link paths) may speak Grip-Last.
+    grip_last = request.headers.get("Grip-Last") if is_link else None
     if resume is None and grip_last is not None:
         # Pushpin's own record of what it delivered: preferred over the link's query,
         # which is whatever the last hold response said.

@@ -57,7 +57,13 @@ class Stack:
 
 
 def start_stack(
-    workdir: Path, db_name: str, *, workers: int = 2, env: dict | None = None, **pushpin_options
+    workdir: Path,
+    db_name: str,
+    *,
+    workers: int = 2,
+    env: dict | None = None,
+    grip_url=None,
+    **pushpin_options,
 ) -> Stack:
     workdir.mkdir(parents=True, exist_ok=True)
     gunicorn = Gunicorn(
@@ -73,9 +79,11 @@ def start_stack(
         workers=workers,
         threads=8,
     )
-    pushpin = Pushpin(gunicorn.address, workdir, sig_key=SIG_KEY, **pushpin_options)
+    pushpin_options.setdefault("sig_key", SIG_KEY)
+    pushpin = Pushpin(gunicorn.address, workdir, **pushpin_options)
     stack = Stack(pushpin, gunicorn)
-    gunicorn.env["GRIP_URL"] = stack.grip_url
+    # grip_url(pushpin) overrides the app's GRIP_URL, e.g. for an ES256-signing Pushpin.
+    gunicorn.env["GRIP_URL"] = grip_url(pushpin) if grip_url else stack.grip_url
     try:
         pushpin.start()
         gunicorn.start(ready_path="/send/")

@@ -48,7 +48,9 @@ if os.environ.get("GES_TEST_DB", "sqlite") == "postgres":
         }
     }
 else:
-    _sqlite = str(RUN_DIR / "test.sqlite3")
+    # One file per pytest process, so that concurrent runs never share (and delete) a test
+    # database; gunicorn and other processes are given its name in GES_DB_NAME.
+    _sqlite = str(RUN_DIR / f"test-{os.getpid()}.sqlite3")
     _dev_sqlite = str(RUN_DIR / "dev.sqlite3")
     DATABASES = {
         "default": {
@@ -66,7 +68,9 @@ else:
         }
     }
 
-GRIP_URL = os.environ.get("GRIP_URL", "http://127.0.0.1:5561")
+GRIP_URL = os.environ.get(
+    "GRIP_URL", "http://127.0.0.1:5561?iss=pushpin&key=grip-eventstream-test-key-0123456789abcdef"
+)
 EVENTSTREAM_STORAGE_CLASS = "grip_eventstream.storage.DjangoModelStorage"
 EVENTSTREAM_CHANNELMANAGER_CLASS = "tests.channelmanagers.TestChannelManager"
 EVENTSTREAM_LINK_TIMEOUT = int(os.environ.get("GES_LINK_TIMEOUT", "120"))

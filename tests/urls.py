@@ -1,7 +1,7 @@
 from django.urls import include, path
 
 import grip_eventstream
-from tests import views
+from tests import drf, views
 
 urlpatterns = [
     path("events/", include(grip_eventstream.urls), {"channels": ["test"]}),
@@ -16,4 +16,5 @@ urlpatterns = [
     path("send/", views.send),
     path("login/", views.login_view),
     path("page/", views.page),
+    *drf.router.urls,
 ]

@@ -3,6 +3,7 @@
 import json
 
 from django.contrib.auth import get_user_model, login
+from django.contrib.auth.models import Group
 from django.http import HttpResponse, JsonResponse
 from django.shortcuts import render
 from django.views.decorators.csrf import csrf_exempt
@@ -23,6 +24,8 @@ def send(request):
 @csrf_exempt
 def login_view(request):
     user, _ = get_user_model().objects.get_or_create(username=request.GET["username"])
+    for name in filter(None, request.GET.get("groups", "").split(",")):
+        user.groups.add(Group.objects.get_or_create(name=name)[0])
     login(request, user, backend="django.contrib.auth.backends.ModelBackend")
     return HttpResponse("ok")
 
