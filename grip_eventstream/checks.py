@@ -31,6 +31,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
                 id="grip_eventstream.E007",
             )
         )
+    messages += _check_sqlite()
     if "django.middleware.gzip.GZipMiddleware" in getattr(settings, "MIDDLEWARE", ()):
         messages.append(
             Warning(
@@ -42,6 +43,31 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
             )
         )
     return messages
+
+
+def _check_sqlite() -> list[CheckMessage]:
+    if not conf.EVENTSTREAM_STORAGE_CLASS:
+        return []
+    from django.db import router
+
+    from .models import Event
+
+    alias = router.db_for_write(Event)
+    database = settings.DATABASES.get(alias, {})
+    if "sqlite3" not in database.get("ENGINE", ""):
+        return []
+    if str(database.get("OPTIONS", {}).get("transaction_mode", "")).upper() == "IMMEDIATE":
+        return []
+    return [
+        Warning(
+            f"Events are stored in SQLite database {alias!r} without immediate transactions: "
+            "concurrent send_event calls from several processes can fail with "
+            '"database is locked".',
+            hint='Add "transaction_mode": "IMMEDIATE" (and "init_command": '
+            '"PRAGMA journal_mode=WAL;") to its OPTIONS; see the README.',
+            id="grip_eventstream.W004",
+        )
+    ]
 
 
 def _check_grip() -> list[CheckMessage]:

@@ -1,0 +1,117 @@
+from datetime import timedelta
+
+import pytest
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from grip_eventstream import storage as storage_module
+from grip_eventstream.models import ChannelCounter, Epoch, Event
+from grip_eventstream.storage import DjangoModelStorage, EventStorage
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def store():
+    return DjangoModelStorage()
+
+
+def test_sequence_numbers_are_gapless_per_channel(store):
+    assert [store.append_event("a", "m", "{}", 60).seq for _ in range(3)] == [1, 2, 3]
+    assert store.append_event("b", "m", "{}", 60).seq == 1
+    assert store.get_current_ids(["a", "b", "c"]) == {"a": 3, "b": 1, "c": 0}
+
+
+def test_a_rolled_back_event_gives_its_number_back(store):
+    store.append_event("a", "m", "{}", 60)
+    with pytest.raises(RuntimeError), transaction.atomic():
+        store.append_event("a", "m", "{}", 60)
+        raise RuntimeError
+    assert store.append_event("a", "m", "{}", 60).seq == 2
+
+
+def test_order_follows_insertion_across_channels(store):
+    events = [store.append_event(c, "m", "{}", 60) for c in ("a", "b", "a")]
+    assert [e.order for e in events] == sorted(e.order for e in events)
+
+
+def test_get_events_after_a_position(store):
+    for n in range(5):
+        store.append_event("a", "m", f'{{"n": {n}}}', 60)
+    got = store.get_events("a", 2, 2)
+    assert [(e.seq, e.data) for e in got] == [(3, '{"n": 2}'), (4, '{"n": 3}')]
+
+
+def test_first_available_after_trimming(store):
+    for _ in range(3):
+        store.append_event("a", "m", "{}", 60)
+    Event.objects.filter(channel="a", seq__lte=2).delete()
+    assert store.get_first_available(["a", "new"]) == {"a": 3, "new": 1}
+    Event.objects.filter(channel="a").delete()
+    assert store.get_first_available(["a"]) == {"a": 4}
+
+
+def test_epoch_is_created_once_and_kept(store):
+    epoch = store.get_epoch()
+    assert epoch == store.get_epoch() == Epoch.objects.get(pk=1).value
+    Epoch.objects.all().delete()  # the tables start afresh
+    assert store.get_epoch() != epoch
+
+
+def test_trim_deletes_expired_oldest_first_and_is_bounded(store):
+    old = timezone.now() - timedelta(hours=2)
+    Event.objects.bulk_create(
+        Event(channel="a", seq=i, event_type="m", data="{}", created=old) for i in range(1, 11)
+    )
+    ChannelCounter.objects.create(channel="a", last_seq=10)
+    assert store.trim("a", 3600, limit=4) == 4
+    assert Event.objects.filter(channel="a").earliest("seq").seq == 5
+    assert store.trim("a", 3600) == 6
+    assert store.trim("a", 3600) == 0
+
+
+def test_send_trims_a_bounded_batch_every_so_often(store, monkeypatch):
+    monkeypatch.setattr(storage_module, "TRIM_EVERY", 2)
+    monkeypatch.setattr(storage_module, "TRIM_BATCH", 3)
+    old = timezone.now() - timedelta(hours=2)
+    Event.objects.bulk_create(
+        Event(channel="a", seq=i, event_type="m", data="{}", created=old) for i in range(1, 11)
+    )
+    ChannelCounter.objects.create(channel="a", last_seq=10)
+    store.append_event("a", "m", "{}", 3600)  # seq 11: no trim
+    assert Event.objects.filter(channel="a").count() == 11
+    store.append_event("a", "m", "{}", 3600)  # seq 12: trims at most 3
+    assert Event.objects.filter(channel="a").count() == 9
+
+
+def test_channels_lists_every_channel_with_events(store):
+    store.append_event("a", "m", "{}", 60)
+    store.append_event("b", "m", "{}", 60)
+    assert sorted(store.channels()) == ["a", "b"]
+
+
+def test_unique_channel_seq_is_enforced():
+    Event.objects.create(channel="a", seq=1, event_type="m", data="{}")
+    with pytest.raises(IntegrityError), transaction.atomic():
+        Event.objects.create(channel="a", seq=1, event_type="m", data="{}")
+
+
+def test_base_class_is_abstract():
+    base = EventStorage()
+    for call in (
+        lambda: base.append_event("a", "m", "{}", 1),
+        base.get_epoch,
+        lambda: base.get_current_ids(["a"]),
+        lambda: base.get_first_available(["a"]),
+        lambda: base.get_events("a", 0, 1),
+        lambda: base.trim("a", 1),
+        base.channels,
+    ):
+        with pytest.raises(NotImplementedError):
+            call()
+
+
+def test_model_strings():
+    assert str(Event(channel="a", seq=2, event_type="m")) == "a#2 m"
+    assert str(ChannelCounter(channel="a", last_seq=3)) == "a@3"
+    assert str(Epoch(value="abc")) == "abc"
