@@ -53,10 +53,11 @@ def _check_sqlite() -> list[CheckMessage]:
     from .models import Event
 
     alias = router.db_for_write(Event)
-    database = settings.DATABASES.get(alias, {})
-    if "sqlite3" not in database.get("ENGINE", ""):
+    database: dict[str, Any] = settings.DATABASES.get(alias, {})
+    if "sqlite3" not in str(database.get("ENGINE", "")):
         return []
-    if str(database.get("OPTIONS", {}).get("transaction_mode", "")).upper() == "IMMEDIATE":
+    options: dict[str, Any] = database.get("OPTIONS", {})
+    if str(options.get("transaction_mode", "")).upper() == "IMMEDIATE":
         return []
     return [
         Warning(

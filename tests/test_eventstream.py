@@ -6,8 +6,12 @@ import uuid
 import pytest
 from django.contrib.auth.models import Group, User
 
-from grip_eventstream import PublishError, channel_permission_changed, send_event
-from grip_eventstream import get_current_event_id
+from grip_eventstream import (
+    PublishError,
+    channel_permission_changed,
+    get_current_event_id,
+    send_event,
+)
 from grip_eventstream.grip import pushpin_channel, user_control_channel
 from grip_eventstream.models import Event
 
@@ -42,7 +46,8 @@ def test_unreliable_event_is_published_at_once_without_id(published, settings):
     send_event("test", "message", {"text": "hello world"})
     [item] = published.items
     assert item["channel"] == "test"
-    assert "id" not in item and "prev-id" not in item
+    assert "id" not in item
+    assert "prev-id" not in item
     assert stream(item) == {"content": 'event: message\ndata: {"text": "hello world"}\n\n'}
 
 

@@ -24,9 +24,14 @@ def test_sequence_numbers_are_gapless_per_channel(store):
 
 def test_a_rolled_back_event_gives_its_number_back(store):
     store.append_event("a", "m", "{}", 60)
-    with pytest.raises(RuntimeError), transaction.atomic():
-        store.append_event("a", "m", "{}", 60)
-        raise RuntimeError
+
+    def rolled_back():
+        with transaction.atomic():
+            store.append_event("a", "m", "{}", 60)
+            raise RuntimeError
+
+    with pytest.raises(RuntimeError):
+        rolled_back()
     assert store.append_event("a", "m", "{}", 60).seq == 2
 
 
