@@ -134,7 +134,7 @@ def test_publish_errors_can_be_logged(monkeypatch, settings, caplog):
     monkeypatch.setattr("grip_eventstream.eventstream.get_publisher", lambda: Recorder(fail=True))
     with caplog.at_level(logging.ERROR, logger="grip_eventstream"):
         send_event("t", "m", {})
-    assert "could not publish on channel 't'" in caplog.text
+    assert "could not publish on channel 't': failed to publish" in caplog.text
 
 
 @pytest.mark.django_db(transaction=True)

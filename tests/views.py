@@ -1,6 +1,7 @@
 """Views the end-to-end tests call on the gunicorn server."""
 
 import json
+from urllib.parse import urlencode
 
 from django.contrib.auth import get_user_model, login
 from django.contrib.auth.models import Group
@@ -33,6 +34,5 @@ def login_view(request):
 def page(request):
     """A page with an EventSource on ?channel=, for the headless Chromium tests."""
     channel = request.GET["channel"]
-    return render(
-        request, "page.html", {"channel": channel, "stream_url": f"/stream/?channel={channel}"}
-    )
+    stream_url = "/stream/?" + urlencode({"channel": channel})
+    return render(request, "page.html", {"channel": channel, "stream_url": stream_url})
