@@ -79,7 +79,9 @@ def main() -> None:
     call_command("migrate", verbosity=0)
     fill("expired", EXPIRED)
     with_backlog = time_sends("expired")
-    left = Event.objects.filter(channel="expired", created__lt=timezone.now() - timedelta(seconds=TTL)).count()
+    left = Event.objects.filter(
+        channel="expired", created__lt=timezone.now() - timedelta(seconds=TTL)
+    ).count()
     clean = time_sends("clean")
     fill("naive", EXPIRED)
     naive = row_by_row("naive")

@@ -274,7 +274,11 @@ def _check_cors() -> list[CheckMessage]:
     errors: list[CheckMessage] = []
     for name in ("EVENTSTREAM_ALLOW_ORIGINS", "EVENTSTREAM_ALLOW_HEADERS"):
         value = getattr(conf, name)
-        if isinstance(value, str) or not all(isinstance(v, str) for v in value):
+        if (
+            isinstance(value, str)
+            or not isinstance(value, Sequence)
+            or not all(isinstance(v, str) for v in value)
+        ):
             errors.append(
                 Error(
                     f"{name} should be a list of strings, got {value!r}.",

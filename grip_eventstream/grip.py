@@ -64,10 +64,12 @@ def channel_from_pushpin(pushpin_name: str) -> str | None:
         return pushpin_name if _PLAIN_CHANNEL.fullmatch(pushpin_name) else None
     encoded = pushpin_name[len(_ENCODED_PREFIX) :].upper()
     try:
-        raw = base64.b32decode(encoded + "=" * (-len(encoded) % 8))
-        return raw.decode("utf-8")
+        name = base64.b32decode(encoded + "=" * (-len(encoded) % 8)).decode("utf-8")
     except ValueError:  # binascii.Error and UnicodeDecodeError are ValueErrors
         return None
+    # Only the form pushpin_channel writes: "~" alone, upper case or a plain name encoded
+    # would otherwise name a channel Pushpin knows under another name.
+    return name if name and pushpin_channel(name) == pushpin_name else None
 
 
 # Reserved channels (one per authenticated user, used to reach all of that user's streams)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -12,6 +13,7 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.core import signing
 from django.http import HttpRequest, HttpResponse
+from django.utils.encoding import escape_uri_path
 from django.views.decorators.csrf import csrf_exempt
 from gripcontrol import validate_sig
 
@@ -23,6 +25,9 @@ from .registry import get_channel_manager, get_publisher, get_storage
 from .storage import EventStorage, StoredEvent
 
 LINK_SALT = "grip_eventstream.link"
+# Pushpin's last ids are ours: decimal, bounded like cursor positions (str.isdigit would
+# also accept "²" and 5000-digit strings that int() refuses).
+_LAST_ID = re.compile(r"0|[1-9][0-9]{0,17}")
 # A query parameter only ever written by this view into the next link of a paged replay.
 RESUME_PARAM = "_resume"
 
@@ -171,7 +176,7 @@ def _link_token(channels: Sequence[str], user: AbstractBaseUser | None) -> str:
     # Pushpin's next-link requests carry no cookies, and may be shared between clients
     # with the same path: the channels and the user travel signed in the path itself.
     return signing.dumps(
-        {"c": list(channels), "u": None if user is None else user.pk},
+        {"c": list(channels), "u": None if user is None else str(user.pk)},  # UUID pks too
         salt=LINK_SALT,
         compress=True,
     )
@@ -221,7 +226,9 @@ def _stream(
     # Every stream has a next link, reliable or not: Pushpin fetches it on a hint from
     # channel_permission_changed() and after EVENTSTREAM_LINK_TIMEOUT quiet seconds, and
     # each fetch checks the user's permissions again.
-    link_path = request.path if link_token else f"{request.path}_link/{token}/"
+    # request.path is decoded: a space or "ü" must go back to %-escapes in a header value.
+    path = escape_uri_path(request.path)
+    link_path = path if link_token else f"{path}_link/{token}/"
 
     if storage is None or not reliable:
         hold = grip.hold_headers(
@@ -316,7 +323,7 @@ def _resolve_positions(
         last_ids = grip.parse_grip_last([grip_last])
         for channel in reliable:
             value = last_ids.get(channel, "")
-            if value.isdigit() and int(value) <= current[channel]:
+            if _LAST_ID.fullmatch(value) and int(value) <= current[channel]:
                 positions[channel] = int(value)
             else:
                 reset(channel, "unknown-position")

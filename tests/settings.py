@@ -76,6 +76,10 @@ EVENTSTREAM_CHANNELMANAGER_CLASS = "tests.channelmanagers.TestChannelManager"
 EVENTSTREAM_LINK_TIMEOUT = int(os.environ.get("GES_LINK_TIMEOUT", "120"))
 EVENTSTREAM_REPLAY_LIMIT = int(os.environ.get("GES_REPLAY_LIMIT", "500"))
 EVENTSTREAM_PUBLISH_TIMEOUT = 3
+EVENTSTREAM_KEEP_ALIVE = int(os.environ.get("GES_KEEP_ALIVE", "20"))
+if os.environ.get("GES_CORS"):  # the CORS end-to-end test's gunicorn
+    EVENTSTREAM_ALLOW_ORIGINS = ["https://app.example"]
+    EVENTSTREAM_ALLOW_CREDENTIALS = True
 
 LOGGING = {
     "version": 1,

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from grip_eventstream import send_event
-from tests.conftest import manage, wait_events
+from tests.conftest import events, manage, wait_events
 
 pytestmark = pytest.mark.e2e
 
@@ -48,3 +48,31 @@ def test_direct_request_is_refused_at_once(stack):
     res = requests.get(stack.gunicorn.url + "/events/", timeout=5)
     assert res.status_code == 400
     assert "GRIP proxy" in res.text
+
+
+@pytest.mark.stack_env(GES_KEEP_ALIVE="1")
+def test_keep_alive_comments_arrive_on_a_quiet_stream(private_stack):
+    with private_stack.stream("/stream/?channel=volatile-quiet") as reader:
+        text = reader.wait_for(lambda t: t.count(":\n\n") >= 2, timeout=10, what="keep-alives")
+    assert events(text) == []  # comments fire no event
+
+
+@pytest.mark.stack_env(GES_CORS="1")
+def test_cors_preflight_and_stream_through_pushpin(private_stack):
+    stack = private_stack
+    import requests
+
+    origin = {"Origin": "https://app.example"}
+    res = requests.options(
+        f"{stack.url}/events/",
+        headers={**origin, "Access-Control-Request-Headers": "last-event-id"},
+        timeout=5,
+    )
+    assert res.status_code == 204
+    assert res.headers["Access-Control-Allow-Origin"] == "https://app.example"
+    assert res.headers["Access-Control-Allow-Credentials"] == "true"
+    assert "Last-Event-ID" in res.headers["Access-Control-Allow-Headers"]
+    with stack.stream("/events/", headers=origin) as reader:
+        assert reader.headers["Access-Control-Allow-Origin"] == "https://app.example"
+    with stack.stream("/events/", headers={"Origin": "https://evil.example"}) as reader:
+        assert "Access-Control-Allow-Origin" not in reader.headers

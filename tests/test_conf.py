@@ -1,0 +1,66 @@
+"""grip_eventstream.conf: every setting's default, and overrides read on each access."""
+
+from __future__ import annotations
+
+import pytest
+
+from grip_eventstream import conf as conf_module
+from grip_eventstream.conf import CACHED_SETTINGS, Settings, conf
+
+# setting: (default, an override)
+SETTINGS = {
+    "GRIP_URL": (None, "http://pushpin:5561?iss=pushpin&key=k"),
+    "GRIP_PROXIES": (None, [{"control_uri": "http://a:5561"}]),
+    "EVENTSTREAM_STORAGE_CLASS": (None, "grip_eventstream.storage.DjangoModelStorage"),
+    "EVENTSTREAM_CHANNELMANAGER_CLASS": (
+        "grip_eventstream.channelmanager.DefaultChannelManager",
+        "tests.channelmanagers.TestChannelManager",
+    ),
+    "EVENTSTREAM_ALLOW_ORIGINS": ((), ["https://example.com"]),
+    "EVENTSTREAM_ALLOW_CREDENTIALS": (False, True),
+    "EVENTSTREAM_ALLOW_HEADERS": ((), ["Authorization"]),
+    "EVENTSTREAM_KEEP_ALIVE": (20, 5),
+    "EVENTSTREAM_LINK_TIMEOUT": (120, 30),
+    "EVENTSTREAM_PUBLISH_TIMEOUT": (5.0, 0.5),
+    "EVENTSTREAM_PUBLISH_ERRORS": ("raise", "log"),
+    "EVENTSTREAM_MAX_CHANNELS": (10, 18),
+    "EVENTSTREAM_REPLAY_LIMIT": (500, 3),
+    "EVENTSTREAM_STORAGE_TTL": (24 * 3600, 60),
+}
+
+
+def test_every_setting_is_listed_here():
+    properties = {name for name, value in vars(Settings).items() if isinstance(value, property)}
+    assert properties == set(SETTINGS)
+
+
+@pytest.mark.parametrize("name", sorted(SETTINGS))
+def test_default(settings, name):
+    delattr(settings, name)
+    assert getattr(conf, name) == SETTINGS[name][0]
+
+
+@pytest.mark.parametrize("name", sorted(SETTINGS))
+def test_override_is_read_on_access(settings, name):
+    override = SETTINGS[name][1]
+    setattr(settings, name, override)
+    assert getattr(conf, name) == override
+    delattr(settings, name)
+    assert getattr(conf, name) == SETTINGS[name][0]
+
+
+def test_channel_limits():
+    assert conf_module.PUSHPIN_CHANNELS_PER_CONNECTION == 20
+    assert conf_module.MAX_CHANNELS_LIMIT == 18
+    assert conf_module.RESERVED_CHANNELS == 2
+
+
+def test_cached_settings_are_settings_of_cached_objects():
+    assert set(SETTINGS) >= CACHED_SETTINGS
+    assert {
+        "GRIP_URL",
+        "GRIP_PROXIES",
+        "EVENTSTREAM_PUBLISH_TIMEOUT",
+        "EVENTSTREAM_STORAGE_CLASS",
+        "EVENTSTREAM_CHANNELMANAGER_CLASS",
+    } == CACHED_SETTINGS

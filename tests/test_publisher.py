@@ -1,0 +1,327 @@
+"""grip_eventstream.publisher, against real HTTP servers on 127.0.0.1 (threads, no processes)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import closing
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import jwt
+import pytest
+from django.core.exceptions import ImproperlyConfigured
+
+from grip_eventstream import grip
+from grip_eventstream.exceptions import PublishError
+from grip_eventstream.publisher import ProxyConfig, Publisher, parse_proxies
+
+KEY = "grip-eventstream-test-key-0123456789abcdef"
+ITEM = grip.http_stream_item("test", "data: 1\n\n", item_id="1", prev_id="0", build_id=True)
+
+
+@dataclass
+class Recorded:
+    path: str
+    headers: dict[str, str]
+    body: bytes
+
+
+@dataclass
+class FakeProxy:
+    """A Pushpin control port stand-in that records what it receives."""
+
+    server: ThreadingHTTPServer
+    status: int = 200
+    reply: str = "Published\n"
+    requests: list[Recorded] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        port = self.server.server_address[1]
+        return f"http://127.0.0.1:{port}"
+
+
+@pytest.fixture
+def fake_proxy() -> Iterator[FakeProxy]:
+    proxy: FakeProxy
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            proxy.requests.append(Recorded(self.path, dict(self.headers.items()), body))
+            payload = proxy.reply.encode()
+            self.send_response(proxy.status)
+            self.send_header("Content-Type", "text/plain")
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    proxy = FakeProxy(server)
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    try:
+        yield proxy
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
+@pytest.fixture
+def closed_port() -> int:
+    """A port nothing listens on: connecting is refused at once."""
+    with closing(socket.socket()) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def silent_port() -> Iterator[int]:
+    """A port that accepts connections (kernel backlog) and never answers."""
+    with closing(socket.socket()) as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(16)
+        yield sock.getsockname()[1]
+
+
+@pytest.fixture
+def make_publisher() -> Iterator:
+    made: list[Publisher] = []
+
+    def make(grip_url=None, grip_proxies=None, timeout=2.0) -> Publisher:
+        publisher = Publisher(parse_proxies(grip_url, grip_proxies), timeout)
+        made.append(publisher)
+        return publisher
+
+    yield make
+    for publisher in made:
+        publisher.close()
+
+
+# --- parse_proxies ----------------------------------------------------------------------
+
+
+def test_parse_proxies_none():
+    assert parse_proxies(None, None) == []
+    assert parse_proxies("", []) == []
+
+
+def test_parse_proxies_plain_url_trailing_slash():
+    assert parse_proxies("http://localhost:5561/", None) == [ProxyConfig("http://localhost:5561")]
+
+
+def test_parse_proxies_url_with_everything():
+    (proxy,) = parse_proxies(
+        "https://api.example.com/svc/?iss=me&key=secret&verify-iss=fastly:svc&verify-key=pub",
+        None,
+    )
+    assert proxy == ProxyConfig(
+        control_uri="https://api.example.com/svc",
+        control_iss="me",
+        key="secret",
+        verify_iss="fastly:svc",
+        verify_key="pub",
+    )
+
+
+def test_parse_proxies_base64_key():
+    raw = b"\x00\x01binary-key-0123456789abcdef0123"
+    (proxy,) = parse_proxies(
+        "http://localhost:5561?iss=pushpin&key=base64:" + base64.b64encode(raw).decode(), None
+    )
+    assert proxy.key == raw
+    assert proxy.signature_key == raw
+
+
+def test_parse_proxies_grip_proxies_win_over_url():
+    proxies = parse_proxies(
+        "http://ignored:1",
+        [
+            {"control_uri": "http://a:5561/", "control_iss": "pushpin", "key": KEY},
+            {"control_uri": "http://b:5561", "verify_iss": "x", "verify_key": "vk"},
+        ],
+    )
+    assert proxies == [
+        ProxyConfig("http://a:5561", "pushpin", KEY),
+        ProxyConfig("http://b:5561", verify_iss="x", verify_key="vk"),
+    ]
+
+
+@pytest.mark.parametrize(
+    "entries", [[{}], [{"control_uri": ""}], [{"key": "k"}], ["http://a:5561"], [None]]
+)
+def test_parse_proxies_bad_entries(entries):
+    with pytest.raises(
+        ImproperlyConfigured, match="every GRIP_PROXIES entry needs a 'control_uri'"
+    ):
+        parse_proxies(None, entries)
+
+
+# --- ProxyConfig.signature_key ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("proxy", "expected"),
+    [
+        (ProxyConfig("u"), None),
+        (ProxyConfig("u", "pushpin", "k"), "k"),  # Pushpin: sig_key is the publish key
+        (ProxyConfig("u", key="k"), "k"),
+        (ProxyConfig("u", key="token", verify_iss="fastly:s"), None),  # Fanout API token
+        (ProxyConfig("u", key="token", verify_iss="fastly:s", verify_key="pub"), "pub"),
+        (ProxyConfig("u", key="k", verify_key="vk"), "vk"),
+        (ProxyConfig("u", verify_key=b"vk"), b"vk"),
+    ],
+)
+def test_signature_key(proxy, expected):
+    assert proxy.signature_key == expected
+
+
+# --- Publisher.publish ------------------------------------------------------------------
+
+
+def test_publish_posts_items_json(fake_proxy, make_publisher):
+    make_publisher(fake_proxy.url + "/").publish([ITEM, grip.hint_item("x")])
+    (request,) = fake_proxy.requests
+    assert request.path == "/publish/"
+    assert request.headers["Content-Type"] == "application/json"
+    assert "Authorization" not in request.headers
+    assert json.loads(request.body) == {"items": [ITEM, grip.hint_item("x")]}
+
+
+def test_publish_signs_a_jwt_with_iss_and_key(fake_proxy, make_publisher):
+    make_publisher(f"{fake_proxy.url}?iss=pushpin&key={KEY}").publish([ITEM])
+    (request,) = fake_proxy.requests
+    scheme, _, token = request.headers["Authorization"].partition(" ")
+    assert scheme == "Bearer"
+    claims = jwt.decode(token, KEY, algorithms=["HS256"])
+    assert claims["iss"] == "pushpin"
+    assert time.time() < claims["exp"] <= time.time() + 3601
+
+
+def test_publish_jwt_with_base64_key(fake_proxy, make_publisher):
+    raw = b"\xffbinary-key-0123456789abcdef0123456"
+    url = f"{fake_proxy.url}?iss=pushpin&key=base64:{base64.b64encode(raw).decode()}"
+    make_publisher(url).publish([ITEM])
+    token = fake_proxy.requests[0].headers["Authorization"].removeprefix("Bearer ")
+    assert jwt.decode(token, raw, algorithms=["HS256"])["iss"] == "pushpin"
+
+
+def test_publish_bearer_with_key_only(fake_proxy, make_publisher):
+    make_publisher(f"{fake_proxy.url}?key=api-token").publish([ITEM])
+    assert fake_proxy.requests[0].headers["Authorization"] == "Bearer api-token"
+
+
+def test_publish_bearer_with_bytes_key_only(fake_proxy, make_publisher):
+    make_publisher(None, [{"control_uri": fake_proxy.url, "key": b"api-token"}]).publish([ITEM])
+    assert fake_proxy.requests[0].headers["Authorization"] == "Bearer api-token"
+
+
+def test_publish_fanout_style_is_bearer(fake_proxy, make_publisher):
+    make_publisher(f"{fake_proxy.url}/service/S?verify-iss=fastly:S&key=TOKEN").publish([ITEM])
+    (request,) = fake_proxy.requests
+    assert request.path == "/service/S/publish/"
+    assert request.headers["Authorization"] == "Bearer TOKEN"
+
+
+@pytest.mark.parametrize(("status", "reply"), [(500, "boom"), (400, "invalid JSON")])
+def test_publish_error_status(fake_proxy, make_publisher, status, reply):
+    fake_proxy.status, fake_proxy.reply = status, reply + "\n"
+    with pytest.raises(PublishError) as info:
+        make_publisher(fake_proxy.url).publish([ITEM], channel="test")
+    assert info.value.channel == "test"
+    assert info.value.failures == [
+        (fake_proxy.url, f"received failed status code {status} with message: {reply}")
+    ]
+    message = str(info.value)
+    assert fake_proxy.url in message
+    assert str(status) in message
+    assert reply in message
+    assert "on channel 'test'" in message
+    assert "1 GRIP proxy:" in message
+    # No retry adapter: a failing proxy is asked once.
+    assert len(fake_proxy.requests) == 1
+
+
+def test_publish_connection_refused(closed_port, make_publisher):
+    uri = f"http://127.0.0.1:{closed_port}"
+    started = time.monotonic()
+    with pytest.raises(PublishError) as info:
+        make_publisher(uri, timeout=0.5).publish([ITEM])
+    assert time.monotonic() - started < 5
+    assert info.value.failures == [(uri, "connection refused")]
+    assert "Check that Pushpin is running" in str(info.value)
+
+
+def test_publish_times_out_on_a_silent_proxy(silent_port, make_publisher):
+    uri = f"http://127.0.0.1:{silent_port}"
+    started = time.monotonic()
+    with pytest.raises(PublishError) as info:
+        make_publisher(uri, timeout=0.5).publish([ITEM])
+    assert time.monotonic() - started < 5
+    assert info.value.failures == [(uri, "timed out")]
+
+
+def test_publish_long_reasons_are_truncated(fake_proxy, make_publisher):
+    fake_proxy.status, fake_proxy.reply = 500, "x" * 5000
+    with pytest.raises(PublishError) as info:
+        make_publisher(fake_proxy.url).publish([ITEM])
+    ((_, reason),) = info.value.failures
+    assert reason.startswith("received failed status code 500")
+    assert len(reason) == 300
+
+
+def test_publish_bad_uri_is_a_publish_error(make_publisher):
+    with pytest.raises(PublishError) as info:
+        make_publisher("http://127.0.0.1:99999", timeout=0.5).publish([ITEM])
+    ((uri, reason),) = info.value.failures
+    assert uri == "http://127.0.0.1:99999"
+    assert reason
+
+
+def test_publish_one_proxy_down(fake_proxy, closed_port, make_publisher):
+    down = f"http://127.0.0.1:{closed_port}"
+    publisher = make_publisher(
+        None, [{"control_uri": down}, {"control_uri": fake_proxy.url}], timeout=0.5
+    )
+    with pytest.raises(PublishError) as info:
+        publisher.publish([ITEM], channel="test")
+    assert json.loads(fake_proxy.requests[0].body) == {"items": [ITEM]}
+    assert info.value.failures == [(down, "connection refused")]
+    assert fake_proxy.url not in str(info.value)
+    assert "to 1 GRIP proxy" in str(info.value)
+
+
+def test_publish_every_proxy_down(closed_port, silent_port, make_publisher):
+    uris = [f"http://127.0.0.1:{closed_port}", f"http://127.0.0.1:{silent_port}"]
+    publisher = make_publisher(None, [{"control_uri": u} for u in uris], timeout=0.5)
+    with pytest.raises(PublishError) as info:
+        publisher.publish([ITEM])
+    assert [uri for uri, _ in info.value.failures] == uris
+    assert "to 2 GRIP proxies" in str(info.value)
+    assert "on channel" not in str(info.value)
+
+
+def test_publish_without_proxies(make_publisher):
+    with pytest.raises(PublishError, match="GRIP_URL") as info:
+        make_publisher(None, None).publish([ITEM], channel="test")
+    assert info.value.failures[0][0] == "(none)"
+    assert "GRIP_PROXIES" in str(info.value)
+
+
+def test_publisher_reuses_and_closes(fake_proxy, make_publisher):
+    publisher = make_publisher(fake_proxy.url)
+    publisher.publish([ITEM])
+    publisher.publish([ITEM])
+    assert len(fake_proxy.requests) == 2
+    publisher.close()
+    publisher.close()  # idempotent
