@@ -67,14 +67,14 @@ def parse_cursor(text: str | None) -> Cursor | None:
     """Parse a cursor; None for anything that is not one (never raises)."""
     if not text or len(text) > MAX_CURSOR_LENGTH:
         return None
-    epoch, _, rest = text.partition(".")
-    if not _EPOCH.fullmatch(epoch):
+    epoch, dot, rest = text.partition(".")
+    if not _EPOCH.fullmatch(epoch) or (dot and not rest):
         return None
     positions: dict[str, int] = {}
     if rest:
         for part in rest.split("."):
             match = _PART.fullmatch(part)
-            if match is None:
+            if match is None or match.group(1) in positions:  # malformed or repeated
                 return None
             positions[match.group(1)] = int(match.group(2))
     return Cursor(epoch, positions)

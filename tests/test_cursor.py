@@ -116,7 +116,9 @@ def test_parse_cursor_limits():
 
 
 def test_parse_cursor_length_bound_is_inclusive():
-    parts = [".aaaaaa-" + "1" * 18] * 38 + [".bbbbbb-1", ".cccccc-" + "1" * 12]
+    keys = [f"aaaa{a}{b}" for a in "abcdefg" for b in "abcdefg"]  # distinct keys
+    parts = [f".{keys[i]}-" + "1" * 18 for i in range(38)]
+    parts += [f".{keys[38]}-1", f".{keys[39]}-" + "1" * 12]
     text = EPOCH + "".join(parts)
     assert len(text) == cursor.MAX_CURSOR_LENGTH
     assert parse_cursor(text) is not None
@@ -153,3 +155,8 @@ def test_every_cursor_character_is_cors_safe(epoch, positions):
     assert CURSOR_CHARS.fullmatch(text)
     assert ":" not in text
     assert len(text) <= cursor.MAX_CURSOR_LENGTH
+
+
+@pytest.mark.parametrize("text", [EPOCH + ".", EPOCH + ".aaaaaa-1.aaaaaa-2"])
+def test_parse_cursor_rejects_a_trailing_dot_and_repeated_keys(text):
+    assert parse_cursor(text) is None
