@@ -13,6 +13,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -87,10 +88,29 @@ def start_stack(
     try:
         pushpin.start()
         gunicorn.start(ready_path="/send/")
+        wait_proxied(pushpin.url + "/send/")
     except BaseException:
         stack.stop()
         raise
     return stack
+
+
+def wait_proxied(url: str, timeout: float = 20) -> None:
+    """Wait until a request through Pushpin reaches the app.
+
+    Pushpin's readiness probe uses its built-in test handler, which does not exercise zurl,
+    the part that forwards requests to the app; a first proxied request made too early was
+    seen to hang under load. Short attempts, retried, until one gets any HTTP answer.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            requests.get(url, timeout=2, stream=True).close()  # headers are enough
+            return
+        except requests.RequestException:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
 
 
 @pytest.fixture(scope="session")

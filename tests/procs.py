@@ -14,6 +14,7 @@ Linux only (reads /proc). No Django import: the harness tests itself without set
 
 from __future__ import annotations
 
+import abc
 import atexit
 import codecs
 import contextlib
@@ -46,6 +47,7 @@ __all__ = [
     "free_ports",
     "read_sse",
     "wait_for",
+    "wait_on",
 ]
 
 # Pushpin's 4 services, as named in their pid files in the rundir.
@@ -119,6 +121,26 @@ def wait_for(
                 message += f"; last log lines of {log}:\n{log_tail(log)}"
             raise TimeoutError(message)
         time.sleep(interval)
+
+
+def wait_on(
+    cond: threading.Condition,
+    predicate: Callable[[], bool],
+    timeout: float,
+    describe: Callable[[], str],
+) -> None:
+    """Wait on ``cond`` until ``predicate`` holds; raise ``TimeoutError(describe())`` after
+    ``timeout`` s.
+
+    The caller holds ``cond``; ``predicate`` and ``describe`` run with it held, and exceptions
+    from ``predicate`` propagate (to abort the wait early).
+    """
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError(describe())
+        cond.wait(remaining)
 
 
 def _proc_stat(pid: int) -> tuple[str, int, int] | None:
@@ -310,15 +332,121 @@ def _http_answers(url: str, timeout: float = 1.0) -> requests.Response | None:
         return None
 
 
+def _terminate(popen: subprocess.Popen[bytes], grace: float) -> None:
+    """SIGTERM ``popen`` if it runs, then SIGKILL it if it is not gone after ``grace`` s."""
+    if popen.poll() is None:
+        popen.terminate()
+        try:
+            popen.wait(grace)
+        except subprocess.TimeoutExpired:
+            popen.kill()
+            popen.wait()
+
+
+# --------------------------------------------------------------------------------------------
+# what Pushpin and gunicorn share
+
+
+class _ManagedProcess(abc.ABC):
+    """One started program with its output appended to ``log_path``, in a session of its own,
+    watched by a reaper and by the atexit registry until it is stopped.
+
+    Subclasses start it with ``_spawn`` and ``_wait_ready`` and end ``stop()`` with ``_release``.
+    """
+
+    _name: str  # the program, as in error messages
+
+    def __init__(self, log_path: Path) -> None:
+        self.log_path = log_path
+        self._popen: subprocess.Popen[bytes] | None = None
+        self._reaper: _Reaper | None = None
+
+    @property
+    def pid(self) -> int | None:
+        """The started process's pid (Pushpin's runner, gunicorn's master) while started."""
+        return self._popen.pid if self._popen is not None else None
+
+    @property
+    def running(self) -> bool:
+        return self._popen is not None and self._popen.poll() is None
+
+    @abc.abstractmethod
+    def start(self) -> Self: ...
+
+    @abc.abstractmethod
+    def stop(self) -> None: ...
+
+    def _spawn(
+        self, command: list[str], *, cwd: Path, title: str, env: Mapping[str, str] | None = None
+    ) -> _Reaper:
+        """Start ``command`` and register it for cleanup; return its reaper to watch more."""
+        log = _open_log(self.log_path, title)
+        try:
+            self._popen = subprocess.Popen(
+                command,
+                cwd=cwd,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        finally:
+            log.close()
+        _LIVE.add(self)
+        self._reaper = _Reaper()
+        self._reaper.watch("pgid", self._popen.pid)
+        return self._reaper
+
+    def _wait_ready(self, predicate: Callable[[], bool], timeout: float, what: str) -> None:
+        """``wait_for(predicate)``; stop everything if it fails, then let the error through."""
+        try:
+            wait_for(predicate, timeout, what, log=self.log_path)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _raise_if_exited(self) -> None:
+        """For readiness checks: a program that exited while starting will never be ready."""
+        popen = self._popen
+        assert popen is not None
+        if popen.poll() is not None:
+            raise RuntimeError(
+                f"{self._name} exited with status {popen.returncode} while starting; last log "
+                f"lines of {self.log_path}:\n{log_tail(self.log_path)}"
+            )
+
+    def _release(self) -> None:
+        """Forget the process once it and everything it spawned are gone (or given up on)."""
+        self._popen = None
+        _LIVE.discard(self)
+        if self._reaper is not None:
+            self._reaper.release()
+            self._reaper = None
+
+    def __enter__(self) -> Self:
+        return self.start() if self._popen is None else self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
 # --------------------------------------------------------------------------------------------
 # Pushpin
 
 
-class Pushpin:
+class Pushpin(_ManagedProcess):
     """A private Pushpin (condure, zurl, pushpin-proxy, pushpin-handler) in front of ``target``.
 
     See /work/shared/PUSHPIN.md for why each config key is needed.
     """
+
+    _name = "pushpin"
 
     def __init__(
         self,
@@ -351,16 +479,14 @@ class Pushpin:
             self.push_in_sub_port,
             self.command_port,
         ) = free_ports(5)
+        super().__init__(self.workdir / "pushpin.log")
         self.config_path = self.workdir / "pushpin.conf"
         self.routes_path = self.workdir / "routes"
-        self.log_path = self.workdir / "pushpin.log"
         rundir = self.workdir / "run"
         self._own_rundir = len(str(rundir)) > _MAX_RUNDIR_LEN
         if self._own_rundir:
             rundir = Path(tempfile.mkdtemp(prefix="pp", dir="/tmp"))
         self.rundir = rundir
-        self._popen: subprocess.Popen[bytes] | None = None
-        self._reaper: _Reaper | None = None
         self._children: dict[str, int] = {}
         self._not_ready = "not probed yet"
 
@@ -375,15 +501,6 @@ class Pushpin:
     def control_url(self) -> str:
         """The publish endpoint base: what GRIP_URL points to."""
         return f"http://127.0.0.1:{self.control_port}"
-
-    @property
-    def pid(self) -> int | None:
-        """The runner's pid while started."""
-        return self._popen.pid if self._popen is not None else None
-
-    @property
-    def running(self) -> bool:
-        return self._popen is not None and self._popen.poll() is None
 
     def child_pids(self) -> dict[str, int]:
         """Service name -> pid, from the rundir's pid files (recorded at start if they vanished)."""
@@ -466,53 +583,34 @@ id_cache_ttl={self.id_cache_ttl}
         for name in PUSHPIN_SERVICES:
             (self.rundir / f"{name}.pid").unlink(missing_ok=True)
         self._children = {}
-        log = _open_log(self.log_path, f"pushpin start ({self.url}, control {self.control_url})")
-        try:
-            self._popen = subprocess.Popen(
-                [
-                    executable,
-                    "--config",
-                    str(self.config_path),
-                    "--merge-output",
-                    "--loglevel",
-                    str(self.loglevel),
-                ],
-                cwd=self.workdir,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        finally:
-            log.close()
-        _LIVE.add(self)
-        self._reaper = _Reaper()
-        self._reaper.watch("pgid", self._popen.pid)
+        reaper = self._spawn(
+            [
+                executable,
+                "--config",
+                str(self.config_path),
+                "--merge-output",
+                "--loglevel",
+                str(self.loglevel),
+            ],
+            cwd=self.workdir,
+            title=f"pushpin start ({self.url}, control {self.control_url})",
+        )
         # The services run in process groups of their own: only their pid files find them.
-        self._reaper.watch("piddir", self.rundir)
+        reaper.watch("piddir", self.rundir)
         if self._own_rundir:
-            self._reaper.watch("rmtree", self.rundir)
+            reaper.watch("rmtree", self.rundir)
         try:
-            wait_for(self._ready, timeout, f"Pushpin on {self.url} to be ready", log=self.log_path)
+            self._wait_ready(self._ready, timeout, f"Pushpin on {self.url} to be ready")
         except TimeoutError as exc:
-            self.stop()
+            # _wait_ready has stopped it already.
             raise TimeoutError(f"{exc}\nlast failed readiness check: {self._not_ready}") from None
-        except BaseException:
-            self.stop()
-            raise
         self._children = self._read_pid_files()
         for pid in self._children.values():
-            self._reaper.watch("pid", pid)
+            reaper.watch("pid", pid)
         return self
 
     def _ready(self) -> bool:
-        popen = self._popen
-        assert popen is not None
-        if popen.poll() is not None:
-            raise RuntimeError(
-                f"pushpin exited with status {popen.returncode} while starting; last log lines "
-                f"of {self.log_path}:\n{log_tail(self.log_path)}"
-            )
+        self._raise_if_exited()
         # A plain request can be proxied while stream holds still fail with "500 Accept service
         # unavailable" (PUSHPIN.md): only a stream from the built-in test target proves the
         # handler is wired up. Right after start a stream can also be accepted and then never
@@ -546,13 +644,7 @@ id_cache_ttl={self.id_cache_ttl}
         popen = self._popen
         if popen is None:
             return
-        if popen.poll() is None:
-            popen.terminate()
-            try:
-                popen.wait(5)
-            except subprocess.TimeoutExpired:
-                popen.kill()
-                popen.wait()
+        _terminate(popen, 5)
         self._finish(popen)
 
     def kill(self) -> None:
@@ -572,11 +664,7 @@ id_cache_ttl={self.id_cache_ttl}
             _signal_pid(pid, signal.SIGKILL)
         _signal_group(popen.pid, signal.SIGKILL)
         alive = _wait_gone(leftovers, 5)
-        self._popen = None
-        _LIVE.discard(self)
-        if self._reaper is not None:
-            self._reaper.release()
-            self._reaper = None
+        self._release()
         if self._own_rundir:
             shutil.rmtree(self.rundir, ignore_errors=True)
         if alive:
@@ -599,17 +687,6 @@ id_cache_ttl={self.id_cache_ttl}
                     f"Pushpin refused the publish: {response.status_code} {response.text!r}"
                 )
 
-    def __enter__(self) -> Self:
-        return self.start() if self._popen is None else self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
     def __repr__(self) -> str:
         return f"<Pushpin {self.url} -> {self.target} pid={self.pid}>"
 
@@ -618,8 +695,10 @@ id_cache_ttl={self.id_cache_ttl}
 # gunicorn
 
 
-class Gunicorn:
+class Gunicorn(_ManagedProcess):
     """``python -m gunicorn`` serving ``wsgi_app`` (``module:callable``) with gthread workers."""
+
+    _name = "gunicorn"
 
     def __init__(
         self,
@@ -642,9 +721,7 @@ class Gunicorn:
         self.timeout = timeout
         self.python = python
         self.port = free_port()
-        self.log_path = self.workdir / "gunicorn.log"
-        self._popen: subprocess.Popen[bytes] | None = None
-        self._reaper: _Reaper | None = None
+        super().__init__(self.workdir / "gunicorn.log")
 
     @property
     def address(self) -> str:
@@ -653,15 +730,6 @@ class Gunicorn:
     @property
     def url(self) -> str:
         return f"http://{self.address}"
-
-    @property
-    def pid(self) -> int | None:
-        """The master's pid while started."""
-        return self._popen.pid if self._popen is not None else None
-
-    @property
-    def running(self) -> bool:
-        return self._popen is not None and self._popen.poll() is None
 
     def command(self) -> list[str]:
         return [
@@ -693,43 +761,21 @@ class Gunicorn:
     def start(self, timeout: float = 20, ready_path: str = "/") -> Self:
         if self._popen is not None:
             raise RuntimeError("gunicorn is already started: call stop() first")
-        env = {"PYTHONUNBUFFERED": "1", **os.environ, **self.env}
-        log = _open_log(self.log_path, f"gunicorn start ({self.url}, {self.wsgi_app})")
-        try:
-            self._popen = subprocess.Popen(
-                self.command(),
-                cwd=self.cwd,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        finally:
-            log.close()
-        _LIVE.add(self)
-        self._reaper = _Reaper()
-        self._reaper.watch("pgid", self._popen.pid)
-        try:
-            wait_for(
-                lambda: self._ready(ready_path),
-                timeout,
-                f"gunicorn on {self.url} to answer GET {ready_path}",
-                log=self.log_path,
-            )
-        except BaseException:
-            self.stop()
-            raise
+        self._spawn(
+            self.command(),
+            cwd=self.cwd,
+            env={"PYTHONUNBUFFERED": "1", **os.environ, **self.env},
+            title=f"gunicorn start ({self.url}, {self.wsgi_app})",
+        )
+        self._wait_ready(
+            lambda: self._ready(ready_path),
+            timeout,
+            f"gunicorn on {self.url} to answer GET {ready_path}",
+        )
         return self
 
     def _ready(self, ready_path: str) -> bool:
-        popen = self._popen
-        assert popen is not None
-        if popen.poll() is not None:
-            raise RuntimeError(
-                f"gunicorn exited with status {popen.returncode} while starting; last log lines "
-                f"of {self.log_path}:\n{log_tail(self.log_path)}"
-            )
+        self._raise_if_exited()
         return _http_answers(f"{self.url}{ready_path}") is not None
 
     def worker_pids(self) -> list[int]:
@@ -765,34 +811,13 @@ class Gunicorn:
         if popen is None:
             return
         workers = self.worker_pids()
-        if popen.poll() is None:
-            popen.terminate()
-            try:
-                popen.wait(10)
-            except subprocess.TimeoutExpired:
-                popen.kill()
-                popen.wait()
+        _terminate(popen, 10)
         # Workers share the master's group (start_new_session made the master its leader).
         _signal_group(popen.pid, signal.SIGKILL)
         alive = _wait_gone(workers, 5)
-        self._popen = None
-        _LIVE.discard(self)
-        if self._reaper is not None:
-            self._reaper.release()
-            self._reaper = None
+        self._release()
         if alive:
             raise RuntimeError(f"gunicorn workers {alive} survived SIGKILL")
-
-    def __enter__(self) -> Self:
-        return self.start() if self._popen is None else self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def __repr__(self) -> str:
         return f"<Gunicorn {self.url} {self.wsgi_app} pid={self.pid}>"
@@ -880,39 +905,44 @@ class SSEReader:
         Raises ``TimeoutError``, or ``EOFError`` if the stream ended first; both show what was
         received.
         """
-        deadline = time.monotonic() + timeout
+        text = ""
+
+        def satisfied() -> bool:
+            nonlocal text
+            text = self._decode()
+            if predicate(text):
+                return True
+            if self._ended:
+                reason = f" ({self.error!r})" if self.error else ""
+                raise EOFError(
+                    f"stream from {self.url} ended{reason} before {what}; received: {text!r}"
+                )
+            return False
+
         with self._cond:
-            while True:
-                text = self._decode()
-                if predicate(text):
-                    return text
-                if self._ended:
-                    reason = f" ({self.error!r})" if self.error else ""
-                    raise EOFError(
-                        f"stream from {self.url} ended{reason} before {what}; received: {text!r}"
-                    )
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise TimeoutError(
-                        f"no {what} within {timeout:g} s from {self.url}; received: {text!r}"
-                    )
-                self._cond.wait(remaining)
+            wait_on(
+                self._cond,
+                satisfied,
+                timeout,
+                lambda: f"no {what} within {timeout:g} s from {self.url}; received: {text!r}",
+            )
+            return text
 
     def wait_contains(self, needle: str, timeout: float = 5) -> str:
         return self.wait_for(lambda text: needle in text, timeout, repr(needle))
 
     def wait_ended(self, timeout: float = 5) -> str:
         """Block until the server closes the stream; return the full text."""
-        deadline = time.monotonic() + timeout
         with self._cond:
-            while not self._ended:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise TimeoutError(
-                        f"stream from {self.url} still open after {timeout:g} s; "
-                        f"received: {self._decode()!r}"
-                    )
-                self._cond.wait(remaining)
+            wait_on(
+                self._cond,
+                lambda: self._ended,
+                timeout,
+                lambda: (
+                    f"stream from {self.url} still open after {timeout:g} s; "
+                    f"received: {self._decode()!r}"
+                ),
+            )
             return self._decode()
 
     def close(self) -> None:

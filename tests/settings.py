@@ -23,6 +23,7 @@ INSTALLED_APPS = [
     "tests",
 ]
 MIDDLEWARE = [
+    "tests.middleware.FlakyMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
 ]

@@ -1,7 +1,9 @@
 """A client that behaves like a browser's EventSource, for the fault tests.
 
 It reconnects whenever the stream ends or the connection fails, sending the last event id
-it has seen as Last-Event-ID, and stops for good on a non-200 answer, as EventSource does.
+it has seen as Last-Event-ID, and stops for good on a non-200 answer, as EventSource does;
+with ``retry_server_errors`` it retries 5xx answers too, as the library's GripEventSource
+(static/grip_eventstream/eventsource.js) does, e.g. Pushpin's 500 while it starts.
 """
 
 from __future__ import annotations
@@ -12,14 +14,20 @@ from collections.abc import Mapping
 
 import requests
 
-from tests.procs import read_sse
+from tests.procs import read_sse, wait_on
 from tests.sseparser import Event, SSEParser
 
 
 class ReconnectingClient:
     def __init__(
-        self, url: str, *, headers: Mapping[str, str] | None = None, retry: float = 0.2
+        self,
+        url: str,
+        *,
+        headers: Mapping[str, str] | None = None,
+        retry: float = 0.2,
+        retry_server_errors: bool = False,
     ) -> None:
+        self.retry_server_errors = retry_server_errors
         self.url = url
         self.headers = dict(headers or {})
         self.retry = retry
@@ -54,6 +62,9 @@ class ReconnectingClient:
                 continue
             with reader:
                 if reader.status != 200:
+                    if self.retry_server_errors and reader.status >= 500:
+                        time.sleep(self.retry)
+                        continue
                     self.failed_status = reader.status
                     return
                 with self._cond:
@@ -80,16 +91,16 @@ class ReconnectingClient:
             time.sleep(self.retry)
 
     def wait_for(self, predicate, timeout: float = 20, what: str = "events") -> list[Event]:
-        deadline = time.monotonic() + timeout
         with self._cond:
-            while not predicate(self.events):
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise TimeoutError(
-                        f"no {what} within {timeout} s; got {len(self.events)} events: "
-                        f"{[(e.type, e.data[:40]) for e in self.events[-5:]]} (last 5)"
-                    )
-                self._cond.wait(remaining)
+            wait_on(
+                self._cond,
+                lambda: predicate(self.events),
+                timeout,
+                lambda: (
+                    f"no {what} within {timeout} s; got {len(self.events)} events: "
+                    f"{[(e.type, e.data[:40]) for e in self.events[-5:]]} (last 5)"
+                ),
+            )
             return list(self.events)
 
     def wait_connected(self, count: int = 1, timeout: float = 20) -> None:

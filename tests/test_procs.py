@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from tests.conftest import wait_proxied
 from tests.procs import (
     PUSHPIN_SERVICES,
     Gunicorn,
@@ -63,6 +64,7 @@ def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gunicorn]:
 @pytest.fixture
 def pushpin(app: Gunicorn, tmp_path: Path) -> Iterator[Pushpin]:
     with Pushpin(app.address, tmp_path / "pushpin") as proxy:
+        wait_proxied(proxy.url + "/")  # see conftest.wait_proxied
         yield proxy
 
 

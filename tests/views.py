@@ -1,6 +1,7 @@
 """Views the end-to-end tests call on the gunicorn server."""
 
 import json
+from pathlib import Path
 from urllib.parse import urlencode
 
 from django.contrib.auth import get_user_model, login
@@ -9,6 +10,7 @@ from django.http import HttpResponse, JsonResponse
 from django.shortcuts import render
 from django.views.decorators.csrf import csrf_exempt
 
+import grip_eventstream
 from grip_eventstream import send_event
 
 
@@ -31,8 +33,17 @@ def login_view(request):
     return HttpResponse("ok")
 
 
+CLIENT_JS = Path(grip_eventstream.__file__).parent / "static/grip_eventstream/eventsource.js"
+
+
 def page(request):
     """A page with an EventSource on ?channel=, for the headless Chromium tests."""
     channel = request.GET["channel"]
-    stream_url = "/stream/?" + urlencode({"channel": channel})
-    return render(request, "page.html", {"channel": channel, "stream_url": stream_url})
+    query = {"channel": channel}
+    if "failkey" in request.GET:  # the stream fails at first: tests.middleware.FlakyMiddleware
+        query.update(fail=request.GET["failkey"], failures=request.GET.get("failures", "2"))
+    stream_url = "/stream/?" + urlencode(query)
+    context = {"channel": channel, "stream_url": stream_url}
+    if request.GET.get("client") == "grip":  # the library's reconnecting client
+        context["client_js"] = CLIENT_JS.read_text()
+    return render(request, "page.html", context)
