@@ -52,6 +52,16 @@ class Stack:
         res = requests.post(self.gunicorn.url + "/send/", data=json.dumps(body), timeout=30)
         res.raise_for_status()
 
+    def start_pushpin(self) -> None:
+        """(Re)start Pushpin and wait until a stream hold through it succeeds.
+
+        Pushpin's own readiness probe can pass while holds still fail with "500 Accept
+        service unavailable" for a moment; a native EventSource reconnecting then would give
+        up for good, which tests of the native client must not depend on.
+        """
+        self.pushpin.start()
+        wait_proxied(self.pushpin.url + "/stream/?channel=volatile-ready", want_status=200)
+
     def stop(self) -> None:
         self.pushpin.stop()
         self.gunicorn.stop()
@@ -88,14 +98,14 @@ def start_stack(
     try:
         pushpin.start()
         gunicorn.start(ready_path="/send/")
-        wait_proxied(pushpin.url + "/send/")
+        wait_proxied(pushpin.url + "/stream/?channel=volatile-ready", want_status=200)
     except BaseException:
         stack.stop()
         raise
     return stack
 
 
-def wait_proxied(url: str, timeout: float = 20) -> None:
+def wait_proxied(url: str, timeout: float = 20, want_status: int | None = None) -> None:
     """Wait until a request through Pushpin reaches the app.
 
     Pushpin's readiness probe uses its built-in test handler, which does not exercise zurl,
@@ -105,12 +115,15 @@ def wait_proxied(url: str, timeout: float = 20) -> None:
     deadline = time.monotonic() + timeout
     while True:
         try:
-            requests.get(url, timeout=2, stream=True).close()  # headers are enough
-            return
+            with requests.get(url, timeout=2, stream=True) as response:  # headers are enough
+                if want_status is None or response.status_code == want_status:
+                    return
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"{url} answered {response.status_code}")
         except requests.RequestException:
             if time.monotonic() > deadline:
                 raise
-            time.sleep(0.1)
+        time.sleep(0.1)
 
 
 @pytest.fixture(scope="session")

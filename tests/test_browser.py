@@ -139,7 +139,7 @@ def test_browser_reconnects_after_pushpin_crash_without_loss_or_duplicates(
         timeout=30,
     )
 
-    pushpin.start()
+    private_stack.start_pushpin()
     send(channel, 6, 7, 8)
     wait_messages(driver, 9, timeout=30)
     send(channel, 9)  # fence

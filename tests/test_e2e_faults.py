@@ -60,7 +60,7 @@ def test_pushpin_down_while_events_are_sent(private_stack, settings):
         assert private_stack.pushpin.control_url in str(info.value)
         settings.EVENTSTREAM_PUBLISH_ERRORS = "log"
         send_event(channel, "message", {"n": 2})  # logged, not raised; still stored
-        private_stack.pushpin.start()
+        private_stack.start_pushpin()
         send_event(channel, "message", {"n": 3})
         client.wait_count(4)
     figures = tally("pushpin down during sends", committed(channel), received(client))
@@ -90,7 +90,7 @@ def test_pushpin_killed_and_restarted_mid_stream(private_stack, settings):
         client.wait_count(20)
         private_stack.pushpin.kill()  # SIGKILL: runner and its four services
         time.sleep(0.5)
-        private_stack.pushpin.start()
+        private_stack.start_pushpin()
         thread.join(60)
         assert done.is_set()
         try:

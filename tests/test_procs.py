@@ -64,7 +64,7 @@ def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gunicorn]:
 @pytest.fixture
 def pushpin(app: Gunicorn, tmp_path: Path) -> Iterator[Pushpin]:
     with Pushpin(app.address, tmp_path / "pushpin") as proxy:
-        wait_proxied(proxy.url + "/")  # see conftest.wait_proxied
+        wait_proxied(proxy.url + "/", want_status=200)  # see conftest.wait_proxied
         yield proxy
 
 
