@@ -35,7 +35,7 @@ def test_private_channel_anonymous_denied_logged_in_allowed(stack):
     channel = unique("private")
     with stack.stream(f"/stream/?channel={channel}") as reader:
         assert reader.status == 403
-        assert "anonymous" in reader.text()
+        assert "anonymous" in reader.wait_ended(timeout=5)
     cookie = login(stack, unique("user"))  # session cookie set and sent through Pushpin
     with stack.stream(f"/stream/?channel={channel}", headers=cookie) as reader:
         assert reader.status == 200
