@@ -36,8 +36,17 @@ _bootstrap_venv() {
         _bootstrap_python_ok "$python" ||
             _bootstrap_die "$("$python" --version 2>&1) is too old: Python 3.11 or newer is required (set PYTHON=/path/to/python3.11)."
         echo "bootstrap: creating .venv with $("$python" --version 2>&1)" >&2
-        "$python" -m venv "$venv" ||
-            _bootstrap_die "could not create .venv (on Debian: apt-get install python3-venv)."
+        if ! "$python" -m venv "$venv"; then
+            # Debian and Ubuntu ship venv's pip separately (python3-venv); a failed attempt
+            # leaves a .venv without pip behind, which must not be mistaken for a good one.
+            rm -rf "$venv"
+            if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
+                need_debs python3-venv
+                "$python" -m venv "$venv" || { rm -rf "$venv"; _bootstrap_die "could not create .venv."; }
+            else
+                _bootstrap_die "could not create .venv: install python3-venv (sudo apt-get install python3-venv) and run again."
+            fi
+        fi
     fi
     "$venv/bin/python" -c '' 2>/dev/null ||
         _bootstrap_die ".venv exists but its python does not run (made by another user or a removed interpreter?): delete .venv and run again."
