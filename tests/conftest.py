@@ -150,6 +150,20 @@ def stack(live_stack, settings, transactional_db) -> Stack:
 
 
 @pytest.fixture
+def driver(tmp_path, monkeypatch):
+    """Headless Debian Chromium, always quit (tests/browser.py)."""
+    from tests import browser
+
+    monkeypatch.setenv("SE_OFFLINE", "true")  # selenium-manager must never download anything
+    workdir = tmp_path / "chrome"
+    chrome = browser.start_chrome(workdir)
+    try:
+        yield chrome
+    finally:
+        browser.quit_chrome(chrome, workdir)
+
+
+@pytest.fixture
 def private_stack(test_db_name, settings, transactional_db, tmp_path, request) -> Iterator[Stack]:
     """A stack of its own, for tests that kill or restart its processes.
 

@@ -31,17 +31,6 @@ def unique(prefix="br"):
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
 
-@pytest.fixture
-def driver(tmp_path, monkeypatch):
-    monkeypatch.setenv("SE_OFFLINE", "true")  # selenium-manager must never download anything
-    workdir = tmp_path / "chrome"
-    chrome = browser.start_chrome(workdir)
-    try:
-        yield chrome
-    finally:
-        browser.quit_chrome(chrome, workdir)
-
-
 def open_page(driver, base_url, channel):
     driver.get(f"{base_url}/page/?channel={channel}")
 

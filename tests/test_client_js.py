@@ -21,17 +21,6 @@ if reason := browser.missing():
     pytest.skip(reason, allow_module_level=True)
 
 
-@pytest.fixture
-def driver(tmp_path, monkeypatch):
-    monkeypatch.setenv("SE_OFFLINE", "true")  # selenium-manager must never download anything
-    workdir = tmp_path / "chrome"
-    chrome = browser.start_chrome(workdir)
-    try:
-        yield chrome
-    finally:
-        browser.quit_chrome(chrome, workdir)
-
-
 def unique(prefix="js"):
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
