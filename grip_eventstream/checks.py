@@ -8,10 +8,10 @@ from urllib.parse import urlparse
 
 from django.conf import settings
 from django.core.checks import CheckMessage, Error, Warning
-from django.core.exceptions import ImproperlyConfigured
 from django.utils.module_loading import import_string
 
 from .conf import MAX_CHANNELS_LIMIT, conf
+from .proxies import ProxyConfigError, is_public_key, parse_proxies
 
 
 def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
@@ -108,11 +108,9 @@ def _check_grip() -> list[CheckMessage]:
 
 def _check_trust() -> list[CheckMessage]:
     """Whether Grip-Sig can be and is verified (see the README's Security section)."""
-    from .publisher import parse_proxies
-
     try:
         proxies = parse_proxies(conf.GRIP_URL, conf.GRIP_PROXIES)
-    except ImproperlyConfigured:
+    except ProxyConfigError:
         return []  # reported as E002
     messages: list[CheckMessage] = []
     keys = [proxy.signature_key for proxy in proxies]
@@ -128,7 +126,7 @@ def _check_trust() -> list[CheckMessage]:
                     id="grip_eventstream.E009",
                 )
             )
-        elif key is not None and _is_pem(key) and not _has_cryptography():
+        elif key is not None and is_public_key(key) and not _has_cryptography():
             messages.append(
                 Error(
                     f"GRIP proxy {proxy.control_uri} is verified with a public key (ES256/RS256), "
@@ -137,7 +135,7 @@ def _check_trust() -> list[CheckMessage]:
                     id="grip_eventstream.E009",
                 )
             )
-        elif key is not None and not _is_pem(key) and len(_as_bytes(key)) < 32:
+        elif key is not None and not is_public_key(key) and len(_as_bytes(key)) < 32:
             messages.append(
                 Warning(
                     f"The HS256 key of GRIP proxy {proxy.control_uri} is shorter than 32 bytes.",
@@ -169,10 +167,6 @@ def _check_trust() -> list[CheckMessage]:
 
 def _as_bytes(key: str | bytes) -> bytes:
     return key.encode("utf-8") if isinstance(key, str) else key
-
-
-def _is_pem(key: str | bytes) -> bool:
-    return _as_bytes(key).lstrip().startswith(b"-----BEGIN")
 
 
 def _has_cryptography() -> bool:

@@ -1,108 +1,84 @@
 """Publishing items to every configured GRIP proxy (Pushpin's control port, Fanout).
 
-Built on pubcontrol's ``PubControlClient`` (URI handling and JWT / Bearer auth), with two
-of its behaviours replaced:
+The HTTP call is written here, on ``requests``, rather than through pubcontrol's
+``PubControlClient``: its public ``publish`` sends one item per request with no timeout
+(a proxy that accepts the connection and never answers blocks the caller forever), and its
+batching and error reporting live in private methods. What this module needs of the GRIP
+libraries is public: gripcontrol's ``parse_grip_uri`` (in :mod:`.proxies`) and the item
+format of Pushpin's publish API (in :mod:`.grip`).
 
-* its HTTP call has no timeout, so a proxy that accepts the connection and never answers
-  would block ``send_event`` forever: every request here is bounded by
-  ``EVENTSTREAM_PUBLISH_TIMEOUT``, and its retry adapter (which would double that bound) is
-  dropped;
-* its default publish is asynchronous on a daemon thread that drops errors: here a publish
-  is synchronous, every proxy is tried, and failures are raised together as one
-  :class:`~grip_eventstream.exceptions.PublishError`.
-
-``gripcontrol.GripPubControl`` is not used because it stops at the first failing client.
+* Every request is bounded by ``EVENTSTREAM_PUBLISH_TIMEOUT``, with no retry that would
+  double that bound.
+* All the items of one call go in as few POSTs as Pushpin's body limit allows.
+* Every proxy is tried, concurrently when there are several, so that a mute proxy does not
+  add its timeout to the others; failures are raised together as one
+  :class:`~grip_eventstream.exceptions.PublishError` naming each failed proxy.
+* Safe across ``fork`` (gunicorn workers, Celery prefork): a child never reuses the
+  parent's pooled connections or threads.
 """
 
 from __future__ import annotations
 
+import json
 import logging
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any
+import os
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import requests
-from django.core.exceptions import ImproperlyConfigured
-from gripcontrol import parse_grip_uri
-from pubcontrol import PubControlClient
 
 from .exceptions import PublishError
+from .proxies import ProxyConfig, control_auth_header
 
 logger = logging.getLogger("grip_eventstream")
 
+# Pushpin 1.36's control port refuses bodies of 1 MB ("Request body too large"); stay
+# well below it and split larger batches into several POSTs.
+MAX_PUBLISH_BODY = 512 * 1024
+# Control tokens are valid for an hour: sign a new one well before.
+_AUTH_REFRESH = 600
 
-@dataclass(frozen=True)
-class ProxyConfig:
-    """One GRIP proxy, as described by ``GRIP_URL`` or an entry of ``GRIP_PROXIES``."""
 
-    control_uri: str
-    control_iss: str | None = None
-    key: str | bytes | None = None
-    verify_iss: str | None = None
-    verify_key: str | bytes | None = None
+class _Proxy:
+    """One proxy's HTTP session and cached Authorization header."""
 
-    @property
-    def signature_key(self) -> str | bytes | None:
-        """The key that verifies this proxy's ``Grip-Sig`` (Pushpin: the shared sig_key)."""
-        if self.verify_key is not None:
-            return self.verify_key
-        # Pushpin signs with its sig_key, which GRIP_URL carries as ``key``. With
-        # ``verify-iss`` (Fastly Fanout) ``key`` is an API token instead, not a signing key.
-        if self.verify_iss is None:
-            return self.key
+    def __init__(self, config: ProxyConfig, timeout: float) -> None:
+        self.config = config
+        self.uri = config.control_uri
+        self.url = config.publish_url
+        self.timeout = timeout
+        self.session = requests.Session()
+        self._auth: str | None = None
+        self._auth_at = float("-inf")
+
+    def auth_header(self) -> str | None:
+        now = time.time()
+        if now - self._auth_at > _AUTH_REFRESH:
+            self._auth, self._auth_at = control_auth_header(self.config, now), now
+        return self._auth
+
+    def post(self, bodies: Sequence[bytes]) -> str | None:
+        """POST every body in order; the reason of the first failure, or None."""
+        headers = {"Content-Type": "application/json"}
+        auth = self.auth_header()
+        if auth is not None:
+            headers["Authorization"] = auth
+        for body in bodies:
+            try:
+                response = self.session.post(
+                    self.url, data=body, headers=headers, timeout=self.timeout
+                )
+            except requests.RequestException as exc:
+                return _short_reason(exc)
+            with response:
+                if not 200 <= response.status_code < 300:
+                    return f"HTTP {response.status_code}: {response.text.strip()}"[:300]
         return None
 
-
-def parse_proxies(
-    grip_url: str | None, grip_proxies: Sequence[Mapping[str, Any]] | None
-) -> list[ProxyConfig]:
-    """Turn GRIP_URL / GRIP_PROXIES into proxy configs (GRIP_PROXIES wins when both are set)."""
-    entries: list[Mapping[str, Any]]
-    if grip_proxies:
-        entries = list(grip_proxies)
-    elif grip_url:
-        entries = [parse_grip_uri(grip_url)]
-    else:
-        return []
-    proxies = []
-    for entry in entries:
-        if not isinstance(entry, Mapping) or not entry.get("control_uri"):
-            raise ImproperlyConfigured(
-                f"every GRIP_PROXIES entry needs a 'control_uri', e.g. "
-                f"{{'control_uri': 'http://localhost:5561'}}; got {entry!r}"
-            )
-        proxies.append(
-            ProxyConfig(
-                control_uri=str(entry["control_uri"]).rstrip("/"),
-                control_iss=entry.get("control_iss"),
-                key=entry.get("key"),
-                verify_iss=entry.get("verify_iss"),
-                verify_key=entry.get("verify_key"),
-            )
-        )
-    return proxies
-
-
-class _BoundedClient(PubControlClient):  # type: ignore[misc]
-    def __init__(self, proxy: ProxyConfig, timeout: float) -> None:
-        claim, jwt_key, bearer = None, None, None
-        if proxy.key is not None:
-            # Same rule as pubcontrol's apply_config: a key with an issuer signs a JWT,
-            # a key alone is a Bearer token (Fastly's API token).
-            if proxy.control_iss is not None:
-                claim, jwt_key = {"iss": proxy.control_iss}, proxy.key
-            else:
-                bearer = proxy.key if isinstance(proxy.key, str) else proxy.key.decode()
-        super().__init__(proxy.control_uri, claim, jwt_key, auth_bearer=bearer)
-        self.timeout = timeout
-        self.requests_session = requests.Session()
-
-    def _make_http_request(
-        self, uri: str, data: bytes, headers: dict[str, str]
-    ) -> tuple[int, Any, str]:
-        res = self.requests_session.post(uri, headers=headers, data=data, timeout=self.timeout)
-        self._verify_status_code(res.status_code, res.text.strip())
-        return (res.status_code, res.headers, res.text)
+    def close(self) -> None:
+        self.session.close()
 
 
 class Publisher:
@@ -110,33 +86,79 @@ class Publisher:
 
     def __init__(self, proxies: Sequence[ProxyConfig], timeout: float) -> None:
         self.proxies = list(proxies)
-        self._clients = [_BoundedClient(proxy, timeout) for proxy in self.proxies]
+        self.timeout = timeout
+        self._lock = threading.Lock()
+        self._pid = -1
+        self._targets: list[_Proxy] = []
+        self._pool: ThreadPoolExecutor | None = None
+
+    def _current(self) -> tuple[list[_Proxy], ThreadPoolExecutor | None]:
+        # Built on first use in each process: after fork, the parent's pooled sockets and
+        # threads must not be used (two processes writing to one socket mix their requests).
+        with self._lock:
+            if self._pid != os.getpid():
+                self._pid = os.getpid()
+                self._targets = [_Proxy(proxy, self.timeout) for proxy in self.proxies]
+                self._pool = (
+                    ThreadPoolExecutor(len(self.proxies), thread_name_prefix="grip-publish")
+                    if len(self.proxies) > 1
+                    else None
+                )
+            return self._targets, self._pool
 
     def publish(self, items: Sequence[dict[str, object]], *, channel: str = "") -> None:
         """Send ``items`` to every proxy; raise PublishError naming each one that failed."""
-        if not self._clients:
+        if not self.proxies:
             raise PublishError(
                 [("(none)", "no GRIP proxy is configured: set GRIP_URL or GRIP_PROXIES")],
                 channel=channel,
             )
-        failures: list[tuple[str, str]] = []
-        for client in self._clients:
-            try:
-                client._pubcall(client.uri, client._gen_auth_header(), list(items))
-            except ValueError as exc:  # pubcontrol wraps every failure in ValueError
-                failures.append((client.uri, _short_reason(exc)))
+        if not items:
+            return
+        bodies = list(_bodies(items))
+        targets, pool = self._current()
+        if pool is None:
+            reasons = [targets[0].post(bodies)]
+        else:
+            reasons = list(pool.map(lambda target: target.post(bodies), targets))
+        failures = [
+            (target.uri, reason)
+            for target, reason in zip(targets, reasons, strict=True)
+            if reason is not None
+        ]
         if failures:
             raise PublishError(failures, channel=channel)
 
     def close(self) -> None:
-        for client in self._clients:
-            client.requests_session.close()
+        with self._lock:
+            if self._pid == os.getpid():
+                for target in self._targets:
+                    target.close()
+                if self._pool is not None:
+                    self._pool.shutdown(wait=False)
+            self._pid, self._targets, self._pool = -1, [], None
+
+
+def _bodies(items: Sequence[dict[str, object]]) -> Iterator[bytes]:
+    """JSON bodies ``{"items": [...]}`` of at most MAX_PUBLISH_BODY bytes each, in order."""
+    encoded = [json.dumps(item, separators=(",", ":")).encode("utf-8") for item in items]
+    batch: list[bytes] = []
+    size = 0
+    for item in encoded:
+        if batch and size + len(item) + 1 > MAX_PUBLISH_BODY:
+            yield b'{"items":[' + b",".join(batch) + b"]}"
+            batch, size = [], 0
+        batch.append(item)
+        size += len(item) + 1
+    yield b'{"items":[' + b",".join(batch) + b"]}"
 
 
 def _short_reason(exc: Exception) -> str:
-    text = str(exc).removeprefix("failed to publish: ")
-    if "Connection refused" in text:
-        return "connection refused"
-    if "timed out" in text.lower():
+    if isinstance(exc, requests.ConnectionError) and not isinstance(exc, requests.Timeout):
+        text = str(exc)
+        if "Connection refused" in text or "NewConnectionError" in text:
+            return "connection refused"
+        return text[:300]
+    if isinstance(exc, requests.Timeout):
         return "timed out"
-    return text[:300]
+    return f"{type(exc).__name__}: {exc}"[:300]

@@ -12,17 +12,34 @@ from .conf import CACHED_SETTINGS, conf
 
 if TYPE_CHECKING:
     from .channelmanager import DefaultChannelManager
+    from .proxies import ProxyConfig
     from .publisher import Publisher
     from .storage import EventStorage
 
 
 @functools.cache
-def get_publisher() -> Publisher:
-    from .publisher import Publisher, parse_proxies
+def get_proxies() -> tuple[ProxyConfig, ...]:
+    from .proxies import ProxyConfigError, parse_proxies
 
-    return Publisher(
-        parse_proxies(conf.GRIP_URL, conf.GRIP_PROXIES), conf.EVENTSTREAM_PUBLISH_TIMEOUT
-    )
+    try:
+        return tuple(parse_proxies(conf.GRIP_URL, conf.GRIP_PROXIES))
+    except ProxyConfigError as exc:
+        raise ImproperlyConfigured(str(exc)) from exc
+
+
+@functools.cache
+def get_verification_keys() -> tuple[tuple[str | bytes, str], ...]:
+    """(key, issuer) of every proxy whose Grip-Sig can be verified."""
+    from .proxies import verification_keys
+
+    return tuple(verification_keys(get_proxies()))
+
+
+@functools.cache
+def get_publisher() -> Publisher:
+    from .publisher import Publisher
+
+    return Publisher(get_proxies(), conf.EVENTSTREAM_PUBLISH_TIMEOUT)
 
 
 @functools.cache
@@ -55,5 +72,7 @@ def clear_caches(*, setting: str, **kwargs: object) -> None:
     if get_publisher.cache_info().currsize:
         get_publisher().close()
     get_publisher.cache_clear()
+    get_proxies.cache_clear()
+    get_verification_keys.cache_clear()
     get_channel_manager.cache_clear()
     get_storage.cache_clear()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -15,14 +16,16 @@ from django.core import signing
 from django.http import HttpRequest, HttpResponse
 from django.utils.encoding import escape_uri_path
 from django.views.decorators.csrf import csrf_exempt
-from gripcontrol import validate_sig
 
 from . import grip, sse
 from .conf import conf
 from .cursor import format_cursor, id_format, parse_cursor
 from .exceptions import InvalidChannel
-from .registry import get_channel_manager, get_publisher, get_storage
+from .proxies import InvalidSignature, verify_grip_sig
+from .registry import get_channel_manager, get_storage, get_verification_keys
 from .storage import EventStorage, StoredEvent
+
+logger = logging.getLogger("grip_eventstream")
 
 LINK_SALT = "grip_eventstream.link"
 # Pushpin's last ids are ours: decimal, bounded like cursor positions (str.isdigit would
@@ -115,18 +118,21 @@ def _check_proxy(request: HttpRequest) -> None:
             "came to Django directly. Connect through the proxy (Pushpin listens on port "
             "7999 by default) and route it to this server.",
         )
-    keys = [
-        (proxy.signature_key, proxy.verify_iss)
-        for proxy in get_publisher().proxies
-        if proxy.signature_key is not None
-    ]
-    if keys and not any(validate_sig(signature, key, iss) for key, iss in keys):
+    keys = get_verification_keys()
+    if not keys:
+        return  # nothing to verify with: system check W002 says so
+    try:
+        verify_grip_sig(signature, keys)
+    except InvalidSignature as exc:
+        # The reason (wrong issuer, expired, bad signature) is for the operator, not the
+        # client: it would tell an attacker which part of a forgery to fix.
+        logger.warning("Refused a request to %s: Grip-Sig did not verify (%s)", request.path, exc)
         raise Refused(
             403,
             "The Grip-Sig header did not verify with the key configured in GRIP_URL / "
             "GRIP_PROXIES: the request did not come through the configured GRIP proxy, or "
             "the proxy's sig_key differs from the key given to Django.",
-        )
+        ) from None
 
 
 def requested_channels(request: HttpRequest, kwargs: Mapping[str, Any]) -> list[str]:

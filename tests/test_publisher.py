@@ -14,11 +14,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import jwt
 import pytest
-from django.core.exceptions import ImproperlyConfigured
 
 from grip_eventstream import grip
 from grip_eventstream.exceptions import PublishError
-from grip_eventstream.publisher import ProxyConfig, Publisher, parse_proxies
+from grip_eventstream.proxies import CONTROL_CLAIM, parse_proxies
+from grip_eventstream.publisher import MAX_PUBLISH_BODY, Publisher
 
 KEY = "grip-eventstream-test-key-0123456789abcdef"
 ITEM = grip.http_stream_item("test", "data: 1\n\n", item_id="1", prev_id="0", build_id=True)
@@ -108,84 +108,6 @@ def make_publisher() -> Iterator:
         publisher.close()
 
 
-# --- parse_proxies ----------------------------------------------------------------------
-
-
-def test_parse_proxies_none():
-    assert parse_proxies(None, None) == []
-    assert parse_proxies("", []) == []
-
-
-def test_parse_proxies_plain_url_trailing_slash():
-    assert parse_proxies("http://localhost:5561/", None) == [ProxyConfig("http://localhost:5561")]
-
-
-def test_parse_proxies_url_with_everything():
-    (proxy,) = parse_proxies(
-        "https://api.example.com/svc/?iss=me&key=secret&verify-iss=fastly:svc&verify-key=pub",
-        None,
-    )
-    assert proxy == ProxyConfig(
-        control_uri="https://api.example.com/svc",
-        control_iss="me",
-        key="secret",
-        verify_iss="fastly:svc",
-        verify_key="pub",
-    )
-
-
-def test_parse_proxies_base64_key():
-    raw = b"\x00\x01binary-key-0123456789abcdef0123"
-    (proxy,) = parse_proxies(
-        "http://localhost:5561?iss=pushpin&key=base64:" + base64.b64encode(raw).decode(), None
-    )
-    assert proxy.key == raw
-    assert proxy.signature_key == raw
-
-
-def test_parse_proxies_grip_proxies_win_over_url():
-    proxies = parse_proxies(
-        "http://ignored:1",
-        [
-            {"control_uri": "http://a:5561/", "control_iss": "pushpin", "key": KEY},
-            {"control_uri": "http://b:5561", "verify_iss": "x", "verify_key": "vk"},
-        ],
-    )
-    assert proxies == [
-        ProxyConfig("http://a:5561", "pushpin", KEY),
-        ProxyConfig("http://b:5561", verify_iss="x", verify_key="vk"),
-    ]
-
-
-@pytest.mark.parametrize(
-    "entries", [[{}], [{"control_uri": ""}], [{"key": "k"}], ["http://a:5561"], [None]]
-)
-def test_parse_proxies_bad_entries(entries):
-    with pytest.raises(
-        ImproperlyConfigured, match="every GRIP_PROXIES entry needs a 'control_uri'"
-    ):
-        parse_proxies(None, entries)
-
-
-# --- ProxyConfig.signature_key ----------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("proxy", "expected"),
-    [
-        (ProxyConfig("u"), None),
-        (ProxyConfig("u", "pushpin", "k"), "k"),  # Pushpin: sig_key is the publish key
-        (ProxyConfig("u", key="k"), "k"),
-        (ProxyConfig("u", key="token", verify_iss="fastly:s"), None),  # Fanout API token
-        (ProxyConfig("u", key="token", verify_iss="fastly:s", verify_key="pub"), "pub"),
-        (ProxyConfig("u", key="k", verify_key="vk"), "vk"),
-        (ProxyConfig("u", verify_key=b"vk"), b"vk"),
-    ],
-)
-def test_signature_key(proxy, expected):
-    assert proxy.signature_key == expected
-
-
 # --- Publisher.publish ------------------------------------------------------------------
 
 
@@ -205,6 +127,7 @@ def test_publish_signs_a_jwt_with_iss_and_key(fake_proxy, make_publisher):
     assert scheme == "Bearer"
     claims = jwt.decode(token, KEY, algorithms=["HS256"])
     assert claims["iss"] == "pushpin"
+    assert claims[CONTROL_CLAIM] == "publish"
     assert time.time() < claims["exp"] <= time.time() + 3601
 
 
@@ -239,9 +162,7 @@ def test_publish_error_status(fake_proxy, make_publisher, status, reply):
     with pytest.raises(PublishError) as info:
         make_publisher(fake_proxy.url).publish([ITEM], channel="test")
     assert info.value.channel == "test"
-    assert info.value.failures == [
-        (fake_proxy.url, f"received failed status code {status} with message: {reply}")
-    ]
+    assert info.value.failures == [(fake_proxy.url, f"HTTP {status}: {reply}")]
     message = str(info.value)
     assert fake_proxy.url in message
     assert str(status) in message
@@ -276,7 +197,7 @@ def test_publish_long_reasons_are_truncated(fake_proxy, make_publisher):
     with pytest.raises(PublishError) as info:
         make_publisher(fake_proxy.url).publish([ITEM])
     ((_, reason),) = info.value.failures
-    assert reason.startswith("received failed status code 500")
+    assert reason.startswith("HTTP 500: xxx")
     assert len(reason) == 300
 
 
@@ -325,3 +246,77 @@ def test_publisher_reuses_and_closes(fake_proxy, make_publisher):
     assert len(fake_proxy.requests) == 2
     publisher.close()
     publisher.close()  # idempotent
+
+
+def test_large_batches_are_split_in_order(fake_proxy, make_publisher):
+    items = [
+        grip.http_stream_item("test", "data: " + "x" * 100_000 + "\n\n", item_id=str(i))
+        for i in range(12)
+    ]
+    make_publisher(fake_proxy.url).publish(items)
+    assert len(fake_proxy.requests) > 1
+    assert all(len(r.body) <= MAX_PUBLISH_BODY for r in fake_proxy.requests)
+    received = [item for r in fake_proxy.requests for item in json.loads(r.body)["items"]]
+    assert received == items
+
+
+def test_proxies_are_published_to_concurrently(make_publisher):
+    """Each proxy answers only once the other has been reached: sequential calls would fail."""
+    barrier = threading.Barrier(2, timeout=3)
+    servers = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            try:
+                barrier.wait()
+                status = 200
+            except threading.BrokenBarrierError:
+                status = 500
+            self.send_response(status)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    for _ in range(2):
+        server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        server.daemon_threads = True
+        threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
+        servers.append(server)
+    try:
+        urls = [f"http://127.0.0.1:{s.server_address[1]}" for s in servers]
+        make_publisher(None, [{"control_uri": u} for u in urls], timeout=5).publish([ITEM])
+    finally:
+        for server in servers:
+            server.shutdown()
+            server.server_close()
+
+
+def test_control_token_is_reused_then_renewed(fake_proxy, make_publisher, monkeypatch):
+    publisher = make_publisher(f"{fake_proxy.url}?iss=pushpin&key={KEY}")
+    publisher.publish([ITEM])
+    publisher.publish([ITEM])
+    first, second = (r.headers["Authorization"] for r in fake_proxy.requests)
+    assert first == second
+    later = time.time() + 3000
+    monkeypatch.setattr("grip_eventstream.publisher.time.time", lambda: later)
+    publisher.publish([ITEM])
+    third = fake_proxy.requests[-1].headers["Authorization"]
+    assert third != first
+    claims = jwt.decode(
+        third.removeprefix("Bearer "), KEY, algorithms=["HS256"], options={"verify_exp": False}
+    )
+    assert claims["exp"] == int(later) + 3600
+
+
+def test_a_forked_child_builds_its_own_sessions(fake_proxy, make_publisher, monkeypatch):
+    publisher = make_publisher(fake_proxy.url)
+    publisher.publish([ITEM])
+    parent_targets = publisher._targets
+    monkeypatch.setattr("grip_eventstream.publisher.os.getpid", lambda: -42)
+    publisher.publish([ITEM])
+    assert publisher._targets is not parent_targets
+    assert publisher._targets[0].session is not parent_targets[0].session
+    assert len(fake_proxy.requests) == 2

@@ -8,7 +8,8 @@ from django.test import override_settings
 
 from grip_eventstream import registry
 from grip_eventstream.channelmanager import DefaultChannelManager
-from grip_eventstream.publisher import ProxyConfig, Publisher
+from grip_eventstream.proxies import ProxyConfig
+from grip_eventstream.publisher import Publisher
 from grip_eventstream.storage import DjangoModelStorage
 from tests.channelmanagers import TestChannelManager
 
@@ -44,7 +45,7 @@ def test_new_publisher_when_grip_proxies_change(settings):
 
 def test_new_publisher_when_timeout_changes(settings):
     settings.EVENTSTREAM_PUBLISH_TIMEOUT = 0.25
-    assert [c.timeout for c in registry.get_publisher()._clients] == [0.25]
+    assert registry.get_publisher().timeout == 0.25
 
 
 def test_unrelated_settings_keep_the_caches(settings):

@@ -140,13 +140,45 @@ def test_no_grip_sig_is_400():
         make_sig("another-key-of-enough-length-0123456789"),
         "not-a-jwt",
         jwt.encode({"iss": "pushpin"}, KEY, "HS256"),  # no exp
+        make_sig(iss="someone-else"),
+        jwt.encode({"exp": int(time.time()) + 60}, KEY, "HS256"),  # no iss
+        jwt.encode({"iss": "pushpin", "exp": "tomorrow"}, KEY, "HS256"),
+        jwt.encode({"iss": "pushpin", "exp": None}, KEY, "HS256"),
     ],
-    ids=["expired", "wrong-key", "garbage", "no-exp"],
+    ids=[
+        "expired",
+        "wrong-key",
+        "garbage",
+        "no-exp",
+        "wrong-iss",
+        "no-iss",
+        "str-exp",
+        "null-exp",
+    ],
 )
-def test_bad_grip_sig_is_403(sig):
+def test_bad_grip_sig_is_403(sig, caplog):
     response = call("/events/", sig=sig)
     assert response.status_code == 403
     assert b"Grip-Sig header did not verify" in response.content
+    # The reason goes to the server log only.
+    assert "Grip-Sig did not verify" in caplog.text
+
+
+def test_the_publish_token_is_not_a_grip_sig():
+    from grip_eventstream.proxies import control_auth_header
+    from grip_eventstream.registry import get_proxies
+
+    header = control_auth_header(get_proxies()[0])
+    assert header is not None
+    assert call("/events/", sig=header.removeprefix("Bearer ")).status_code == 403
+
+
+def test_a_configured_issuer_replaces_pushpin(settings):
+    settings.GRIP_URL = (
+        f"http://127.0.0.1:5561?iss=pushpin&key={KEY}&verify-iss=edge&verify-key={KEY}"
+    )
+    assert call("/events/", sig=make_sig(iss="edge")).status_code == 200
+    assert call("/events/", sig=make_sig(iss="pushpin")).status_code == 403
 
 
 def test_valid_grip_sig_streams():

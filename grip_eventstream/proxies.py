@@ -1,0 +1,174 @@
+"""GRIP proxies: what ``GRIP_URL`` / ``GRIP_PROXIES`` describe, how publishes to them are
+authenticated, and how their ``Grip-Sig`` is verified. Pure: no Django import.
+
+A proxy signs every request it forwards with a ``Grip-Sig`` JWT: Pushpin with HS256 and its
+``sig_key`` (issuer ``sig_iss``, ``"pushpin"`` unless configured otherwise), Fastly Fanout
+with ES256 (issuer ``fastly:<service id>``). The same key may also sign the JWT that
+authenticates publishes to the control port (``GRIP_URL``'s ``iss`` + ``key``); such a
+token is marked with a private claim so that it can never pass as a ``Grip-Sig``.
+
+PyJWT is called directly rather than through ``gripcontrol.validate_sig``, which raises
+``TypeError`` on a non-numeric ``exp``, accepts HS256, RS256 and ES256 for any key, and has
+no way to refuse the control token.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import jwt
+from gripcontrol import parse_grip_uri
+
+# Pushpin's default sig_iss: the issuer a Pushpin Grip-Sig carries unless verify-iss says.
+DEFAULT_SIG_ISSUER = "pushpin"
+# Present in every control-port JWT this library signs, never in a proxy's Grip-Sig.
+CONTROL_CLAIM = "grip-eventstream-use"
+CONTROL_TOKEN_LIFETIME = 3600
+_PUBLIC_KEY_ALGORITHMS = ["ES256", "RS256"]
+
+
+class ProxyConfigError(ValueError):
+    """GRIP_URL / GRIP_PROXIES cannot be understood (reported by system check E002)."""
+
+
+class InvalidSignature(Exception):
+    """A ``Grip-Sig`` did not verify; ``reason`` says why, for the server log."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class ProxyConfig:
+    """One GRIP proxy, as described by ``GRIP_URL`` or an entry of ``GRIP_PROXIES``."""
+
+    control_uri: str
+    control_iss: str | None = None
+    key: str | bytes | None = None
+    verify_iss: str | None = None
+    verify_key: str | bytes | None = None
+
+    @property
+    def publish_url(self) -> str:
+        """``control_uri`` + ``/publish/``, keeping any query string after the path."""
+        parts = urlsplit(self.control_uri)
+        return urlunsplit(parts._replace(path=parts.path.rstrip("/") + "/publish/"))
+
+    @property
+    def signature_key(self) -> str | bytes | None:
+        """The key that verifies this proxy's ``Grip-Sig`` (Pushpin: the shared sig_key)."""
+        if self.verify_key is not None:
+            return self.verify_key
+        # Pushpin signs with its sig_key, which GRIP_URL carries as ``key``. With
+        # ``verify-iss`` (Fastly Fanout) ``key`` is an API token instead, not a signing key.
+        if self.verify_iss is None:
+            return self.key
+        return None
+
+    @property
+    def signature_issuer(self) -> str:
+        """The ``iss`` every Grip-Sig of this proxy must carry."""
+        return self.verify_iss if self.verify_iss is not None else DEFAULT_SIG_ISSUER
+
+
+def parse_proxies(
+    grip_url: str | None, grip_proxies: Sequence[Mapping[str, Any]] | None
+) -> list[ProxyConfig]:
+    """Turn GRIP_URL / GRIP_PROXIES into proxy configs (GRIP_PROXIES wins when both are set).
+
+    Raises ProxyConfigError for entries without a ``control_uri``.
+    """
+    entries: list[Mapping[str, Any]]
+    if grip_proxies:
+        entries = list(grip_proxies)
+    elif grip_url:
+        entries = [parse_grip_uri(grip_url)]
+    else:
+        return []
+    proxies = []
+    for entry in entries:
+        if not isinstance(entry, Mapping) or not entry.get("control_uri"):
+            raise ProxyConfigError(
+                f"every GRIP_PROXIES entry needs a 'control_uri', e.g. "
+                f"{{'control_uri': 'http://localhost:5561'}}; got {entry!r}"
+            )
+        proxies.append(
+            ProxyConfig(
+                control_uri=str(entry["control_uri"]).rstrip("/"),
+                control_iss=entry.get("control_iss"),
+                key=entry.get("key"),
+                verify_iss=entry.get("verify_iss"),
+                verify_key=entry.get("verify_key"),
+            )
+        )
+    return proxies
+
+
+def is_public_key(key: str | bytes) -> bool:
+    """A PEM key (ES256 / RS256, as Fanout uses) rather than an HS256 shared secret."""
+    raw = key.encode("utf-8") if isinstance(key, str) else key
+    return raw.lstrip().startswith(b"-----BEGIN")
+
+
+def control_auth_header(proxy: ProxyConfig, now: float | None = None) -> str | None:
+    """The ``Authorization`` header of publishes to ``proxy``, or None.
+
+    pubcontrol's rule: a key with an issuer signs a JWT, a key alone is a Bearer token
+    (Fastly's API token). The JWT carries :data:`CONTROL_CLAIM`, so it is refused as a
+    Grip-Sig even where the control issuer and key equal the proxy's sig_iss and sig_key.
+    """
+    if proxy.key is None:
+        return None
+    if proxy.control_iss is None:
+        token = proxy.key if isinstance(proxy.key, str) else proxy.key.decode()
+        return f"Bearer {token}"
+    issued = int(time.time() if now is None else now)
+    claims = {
+        "iss": proxy.control_iss,
+        "exp": issued + CONTROL_TOKEN_LIFETIME,
+        CONTROL_CLAIM: "publish",
+    }
+    return "Bearer " + jwt.encode(claims, proxy.key, algorithm="HS256")
+
+
+def verification_keys(proxies: Sequence[ProxyConfig]) -> list[tuple[str | bytes, str]]:
+    """``(key, issuer)`` of every proxy whose Grip-Sig can be verified."""
+    return [
+        (proxy.signature_key, proxy.signature_issuer)
+        for proxy in proxies
+        if proxy.signature_key is not None
+    ]
+
+
+def verify_grip_sig(token: str, keys: Sequence[tuple[str | bytes, str]]) -> None:
+    """Return if ``token`` is a Grip-Sig of one of the proxies; raise InvalidSignature if not.
+
+    A valid Grip-Sig is a JWT signed with the proxy's key (HS256 for a shared secret,
+    ES256 / RS256 for a public key), with an integer ``exp`` in the future and ``iss``
+    equal to the proxy's issuer, and without this library's control-token claim.
+    """
+    reasons = []
+    for key, issuer in keys:
+        try:
+            claims = jwt.decode(
+                token,
+                key,
+                algorithms=_PUBLIC_KEY_ALGORITHMS if is_public_key(key) else ["HS256"],
+                issuer=issuer,
+                options={"require": ["exp", "iss"]},
+            )
+        # PyJWTError covers signatures, claims and malformed tokens; ValueError and
+        # TypeError what key loading raises for hostile headers ("alg", "kid"...).
+        except (jwt.PyJWTError, ValueError, TypeError) as exc:
+            reasons.append(f"{type(exc).__name__}: {exc}")
+            continue
+        if CONTROL_CLAIM in claims:
+            reasons.append("a control-port publish token is not a Grip-Sig")
+            continue
+        return
+    raise InvalidSignature("; ".join(reasons) or "no verification key is configured")

@@ -1,0 +1,237 @@
+"""grip_eventstream.proxies: GRIP_URL / GRIP_PROXIES, control-port auth, Grip-Sig checks."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import time
+
+import jwt
+import pytest
+
+from grip_eventstream.proxies import (
+    CONTROL_CLAIM,
+    DEFAULT_SIG_ISSUER,
+    InvalidSignature,
+    ProxyConfig,
+    ProxyConfigError,
+    control_auth_header,
+    is_public_key,
+    parse_proxies,
+    verification_keys,
+    verify_grip_sig,
+)
+
+KEY = "grip-eventstream-test-key-0123456789abcdef"
+
+
+# --- parse_proxies ----------------------------------------------------------------------
+
+
+def test_parse_proxies_none():
+    assert parse_proxies(None, None) == []
+    assert parse_proxies("", []) == []
+
+
+def test_parse_proxies_plain_url_trailing_slash():
+    assert parse_proxies("http://localhost:5561/", None) == [ProxyConfig("http://localhost:5561")]
+
+
+def test_parse_proxies_url_with_everything():
+    (proxy,) = parse_proxies(
+        "https://api.example.com/svc/?iss=me&key=secret&verify-iss=fastly:svc&verify-key=pub",
+        None,
+    )
+    assert proxy == ProxyConfig(
+        control_uri="https://api.example.com/svc",
+        control_iss="me",
+        key="secret",
+        verify_iss="fastly:svc",
+        verify_key="pub",
+    )
+
+
+def test_parse_proxies_base64_key():
+    raw = b"\x00\x01binary-key-0123456789abcdef0123"
+    (proxy,) = parse_proxies(
+        "http://localhost:5561?iss=pushpin&key=base64:" + base64.b64encode(raw).decode(), None
+    )
+    assert proxy.key == raw
+    assert proxy.signature_key == raw
+
+
+def test_parse_proxies_grip_proxies_win_over_url():
+    proxies = parse_proxies(
+        "http://ignored:1",
+        [
+            {"control_uri": "http://a:5561/", "control_iss": "pushpin", "key": KEY},
+            {"control_uri": "http://b:5561", "verify_iss": "x", "verify_key": "vk"},
+        ],
+    )
+    assert proxies == [
+        ProxyConfig("http://a:5561", "pushpin", KEY),
+        ProxyConfig("http://b:5561", verify_iss="x", verify_key="vk"),
+    ]
+
+
+@pytest.mark.parametrize(
+    "entries", [[{}], [{"control_uri": ""}], [{"key": "k"}], ["http://a:5561"], [None]]
+)
+def test_parse_proxies_bad_entries(entries):
+    with pytest.raises(ProxyConfigError, match="every GRIP_PROXIES entry needs a 'control_uri'"):
+        parse_proxies(None, entries)
+
+
+# --- ProxyConfig.signature_key ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("proxy", "expected"),
+    [
+        (ProxyConfig("u"), None),
+        (ProxyConfig("u", "pushpin", "k"), "k"),  # Pushpin: sig_key is the publish key
+        (ProxyConfig("u", key="k"), "k"),
+        (ProxyConfig("u", key="token", verify_iss="fastly:s"), None),  # Fanout API token
+        (ProxyConfig("u", key="token", verify_iss="fastly:s", verify_key="pub"), "pub"),
+        (ProxyConfig("u", key="k", verify_key="vk"), "vk"),
+        (ProxyConfig("u", verify_key=b"vk"), b"vk"),
+    ],
+)
+def test_signature_key(proxy, expected):
+    assert proxy.signature_key == expected
+
+
+def test_publish_url_keeps_the_query():
+    assert ProxyConfig("http://a:5561/x?y=1").publish_url == "http://a:5561/x/publish/?y=1"
+    assert ProxyConfig("http://a:5561").publish_url == "http://a:5561/publish/"
+
+
+@pytest.mark.parametrize(
+    ("proxy", "expected"),
+    [
+        (ProxyConfig("u", "pushpin", "k"), DEFAULT_SIG_ISSUER),
+        (ProxyConfig("u", "someone-else", "k"), DEFAULT_SIG_ISSUER),  # control iss != sig_iss
+        (ProxyConfig("u", key="t", verify_iss="fastly:S", verify_key="pub"), "fastly:S"),
+    ],
+)
+def test_signature_issuer(proxy, expected):
+    assert proxy.signature_issuer == expected
+
+
+def test_verification_keys_skip_proxies_without_a_key():
+    proxies = [ProxyConfig("a", "pushpin", "k"), ProxyConfig("b"), ProxyConfig("c", verify_key="v")]
+    assert verification_keys(proxies) == [("k", "pushpin"), ("v", "pushpin")]
+
+
+@pytest.mark.parametrize(
+    ("key", "expected"),
+    [("-----BEGIN PUBLIC KEY-----\n...", True), (b"  -----BEGIN EC", True), ("secret", False)],
+)
+def test_is_public_key(key, expected):
+    assert is_public_key(key) is expected
+
+
+# --- control_auth_header ----------------------------------------------------------------
+
+
+def test_control_auth_none_without_key():
+    assert control_auth_header(ProxyConfig("u", "pushpin")) is None
+
+
+def test_control_auth_bearer_for_a_key_alone():
+    assert control_auth_header(ProxyConfig("u", key=b"tok")) == "Bearer tok"
+
+
+def test_control_auth_jwt_is_marked_and_expires():
+    header = control_auth_header(ProxyConfig("u", "pushpin", KEY), now=1_000_000)
+    assert header is not None
+    claims = jwt.decode(
+        header.removeprefix("Bearer "), KEY, algorithms=["HS256"], options={"verify_exp": False}
+    )
+    assert claims == {"iss": "pushpin", "exp": 1_003_600, CONTROL_CLAIM: "publish"}
+
+
+# --- verify_grip_sig --------------------------------------------------------------------
+
+KEYS = [(KEY, "pushpin")]
+
+
+def sig(claims: dict[str, object], key: str = KEY, alg: str = "HS256") -> str:
+    return jwt.encode(claims, key, alg)
+
+
+def valid_claims(**changes: object) -> dict[str, object]:
+    claims: dict[str, object] = {"iss": "pushpin", "exp": int(time.time()) + 3600}
+    claims.update(changes)
+    return {k: v for k, v in claims.items() if v is not None}
+
+
+def test_valid_signature_passes():
+    verify_grip_sig(sig(valid_claims()), KEYS)
+
+
+def test_any_of_several_proxies_may_sign():
+    verify_grip_sig(sig(valid_claims(iss="edge")), [("other-key" * 4, "pushpin"), (KEY, "edge")])
+
+
+@pytest.mark.parametrize(
+    ("token", "reason"),
+    [
+        (sig(valid_claims(iss="intruder")), "InvalidIssuerError"),
+        (sig(valid_claims(iss=None)), "MissingRequiredClaimError"),
+        (sig(valid_claims(exp=None)), "MissingRequiredClaimError"),
+        (sig(valid_claims(exp="tomorrow")), "DecodeError"),
+        (sig(valid_claims(exp=[1])), "DecodeError"),
+        (sig(valid_claims(exp=int(time.time()) - 60)), "ExpiredSignatureError"),
+        (sig(valid_claims(), key="another-key-that-is-long-enough-000"), "InvalidSignatureError"),
+        (jwt.encode(valid_claims(), "", "none"), "InvalidAlgorithmError"),
+        ("not.a.jwt", "DecodeError"),
+        ("", "DecodeError"),
+        (sig(valid_claims(**{CONTROL_CLAIM: "publish"})), "control-port publish token"),
+    ],
+)
+def test_invalid_signatures_are_refused_with_a_reason(token, reason):
+    with pytest.raises(InvalidSignature) as info:
+        verify_grip_sig(token, KEYS)
+    assert reason in info.value.reason
+
+
+def test_the_control_token_is_never_a_grip_sig():
+    proxy = ProxyConfig("u", "pushpin", KEY)
+    header = control_auth_header(proxy)
+    assert header is not None
+    with pytest.raises(InvalidSignature, match="control-port"):
+        verify_grip_sig(header.removeprefix("Bearer "), verification_keys([proxy]))
+
+
+def test_no_keys_refuses():
+    with pytest.raises(InvalidSignature, match="no verification key"):
+        verify_grip_sig(sig(valid_claims()), [])
+
+
+def test_public_keys_accept_es256_only_from_their_key():
+    crypto = pytest.importorskip("cryptography.hazmat.primitives.asymmetric.ec")
+    from cryptography.hazmat.primitives import serialization
+
+    private = crypto.generate_private_key(crypto.SECP256R1())
+    public_pem = private.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    keys = [(public_pem, "fastly:S")]
+    verify_grip_sig(jwt.encode(valid_claims(iss="fastly:S"), private, "ES256"), keys)
+
+    # An HS256 token "signed" with the public key's text must not pass (algorithm confusion).
+    # PyJWT will not even encode that, so it is built by hand.
+    def b64(raw: bytes) -> bytes:
+        return base64.urlsafe_b64encode(raw).rstrip(b"=")
+
+    signing_input = (
+        b64(b'{"alg":"HS256","typ":"JWT"}')
+        + b"."
+        + b64(json.dumps(valid_claims(iss="fastly:S")).encode())
+    )
+    mac = hmac.new(public_pem, signing_input, hashlib.sha256).digest()
+    with pytest.raises(InvalidSignature, match="InvalidAlgorithmError"):
+        verify_grip_sig((signing_input + b"." + b64(mac)).decode(), keys)
