@@ -10,7 +10,7 @@ from django.conf import settings
 from django.core.checks import CheckMessage, Error, Warning
 from django.utils.module_loading import import_string
 
-from .conf import MAX_CHANNELS_LIMIT, conf
+from .conf import MAX_CHANNELS_LIMIT, MAX_REPLAY_BYTES_LIMIT, PUSHPIN_INSTRUCT_LIMIT, conf
 from .proxies import ProxyConfigError, is_public_key, parse_proxies
 
 
@@ -252,6 +252,7 @@ def _check_numbers() -> list[CheckMessage]:
                     id="grip_eventstream.E006",
                 )
             )
+    errors += _check_sizes()
     timeout = conf.EVENTSTREAM_PUBLISH_TIMEOUT
     if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
         errors.append(
@@ -262,6 +263,30 @@ def _check_numbers() -> list[CheckMessage]:
             )
         )
     return errors
+
+
+def _check_sizes() -> list[CheckMessage]:
+    page = conf.EVENTSTREAM_REPLAY_MAX_BYTES
+    event = conf.EVENTSTREAM_MAX_EVENT_BYTES
+    if not _is_int(page) or not 1024 <= page <= MAX_REPLAY_BYTES_LIMIT:
+        return [
+            Error(
+                f"EVENTSTREAM_REPLAY_MAX_BYTES is {page!r}.",
+                hint=f"Use a whole number of bytes from 1024 to {MAX_REPLAY_BYTES_LIMIT}: "
+                f"Pushpin refuses a subscribe response over {PUSHPIN_INSTRUCT_LIMIT} bytes.",
+                id="grip_eventstream.E010",
+            )
+        ]
+    if not _is_int(event) or not 1 <= event <= page:
+        return [
+            Error(
+                f"EVENTSTREAM_MAX_EVENT_BYTES is {event!r}.",
+                hint=f"Use a whole number of bytes from 1 to EVENTSTREAM_REPLAY_MAX_BYTES "
+                f"({page}): every stored event must fit in one replay page.",
+                id="grip_eventstream.E010",
+            )
+        ]
+    return []
 
 
 def _check_cors() -> list[CheckMessage]:
@@ -282,6 +307,19 @@ def _check_cors() -> list[CheckMessage]:
                     id="grip_eventstream.E008",
                 )
             )
+    origins = conf.EVENTSTREAM_ALLOW_ORIGINS
+    credentials = conf.EVENTSTREAM_ALLOW_CREDENTIALS is True
+    if credentials and isinstance(origins, Sequence) and "*" in origins:
+        errors.append(
+            Warning(
+                'EVENTSTREAM_ALLOW_ORIGINS contains "*" and EVENTSTREAM_ALLOW_CREDENTIALS '
+                "is True: any origin may open streams with the user's credentials.",
+                hint="Any web site a logged-in user visits can then read that user's "
+                'private streams. List the origins that may do so instead of "*", or '
+                "set EVENTSTREAM_ALLOW_CREDENTIALS = False.",
+                id="grip_eventstream.W005",
+            )
+        )
     if not isinstance(conf.EVENTSTREAM_ALLOW_CREDENTIALS, bool):
         errors.append(
             Error(

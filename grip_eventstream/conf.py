@@ -22,6 +22,15 @@ PUSHPIN_CHANNELS_PER_CONNECTION = 20
 RESERVED_CHANNELS = 2
 MAX_CHANNELS_LIMIT = PUSHPIN_CHANNELS_PER_CONNECTION - RESERVED_CHANNELS
 
+# Pushpin 1.36 answers 502 (which ends a browser's EventSource for good) to a subscribe
+# response that holds with the build-id filter and has a body over PUSHPIN_INSTRUCT_LIMIT
+# bytes (measured: 100,000 passes, 100,001 fails; headers do not count). A replay page may
+# exceed its byte budget by its reset notices and ids (at most about 16 KB), hence the cap.
+PUSHPIN_INSTRUCT_LIMIT = 100_000
+MAX_REPLAY_BYTES_LIMIT = 80_000
+DEFAULT_REPLAY_MAX_BYTES = 64 * 1024
+DEFAULT_MAX_EVENT_BYTES = 64 * 1024
+
 PublishErrors = Literal["raise", "log"]
 
 
@@ -79,6 +88,14 @@ class Settings:
     @property
     def EVENTSTREAM_REPLAY_LIMIT(self) -> int:
         return getattr(settings, "EVENTSTREAM_REPLAY_LIMIT", 500)
+
+    @property
+    def EVENTSTREAM_REPLAY_MAX_BYTES(self) -> int:
+        return getattr(settings, "EVENTSTREAM_REPLAY_MAX_BYTES", DEFAULT_REPLAY_MAX_BYTES)
+
+    @property
+    def EVENTSTREAM_MAX_EVENT_BYTES(self) -> int:
+        return getattr(settings, "EVENTSTREAM_MAX_EVENT_BYTES", DEFAULT_MAX_EVENT_BYTES)
 
     @property
     def EVENTSTREAM_STORAGE_TTL(self) -> int:

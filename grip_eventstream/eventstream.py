@@ -16,6 +16,7 @@ from .conf import conf
 from .cursor import format_cursor
 from .exceptions import PublishError
 from .registry import get_channel_manager, get_publisher, get_storage
+from .replay import escaped_size
 
 logger = logging.getLogger("grip_eventstream")
 
@@ -40,6 +41,7 @@ def send_event(channel: str, event_type: str, data: Any, json_encode: bool = Tru
     grip.validate_channel(channel)
     _validate_event_type(event_type)
     text = _encode_data(data, json_encode, channel, event_type)
+    _check_size(text, channel, event_type)
 
     storage = get_storage()
     manager = get_channel_manager()
@@ -52,7 +54,7 @@ def send_event(channel: str, event_type: str, data: Any, json_encode: bool = Tru
     # "%I" is replaced by Pushpin's build-id filter with the stream's own cursor (every
     # subscriber's stream has its own set of channels); so every other "%" is escaped.
     content = sse.encode_event(
-        sse.escape_percent(text), event=sse.escape_percent(event_type), id="%I"
+        grip.escape_for_filter(text), event=grip.escape_for_filter(event_type), id="%I"
     )
     item = grip.http_stream_item(
         channel,
@@ -109,6 +111,21 @@ def _validate_event_type(event_type: object) -> None:
         raise ValueError(f"event_type is longer than {MAX_EVENT_TYPE_LENGTH} characters")
     # sse.encode_event rejects CR, LF and NUL; checked here so nothing is stored first.
     sse.encode_event("", event=event_type)
+
+
+def _check_size(text: str, channel: str, event_type: str) -> None:
+    # An event that no replay page can carry would break every resume after it: refused
+    # before anything is stored.
+    size = escaped_size(text, event_type, None)
+    limit = conf.EVENTSTREAM_MAX_EVENT_BYTES
+    if size > limit:
+        raise ValueError(
+            f"send_event({channel!r}, {event_type!r}, ...): the event is {size} bytes as "
+            f"sent (SSE framing, '%' doubled for Pushpin), over the limit of {limit} bytes "
+            "(EVENTSTREAM_MAX_EVENT_BYTES). Send a smaller event, such as an id the client "
+            "fetches the content by, or raise the limit (see the README: Pushpin refuses "
+            "replay responses over about 100 KB)."
+        )
 
 
 def _encode_data(data: Any, json_encode: bool, channel: str, event_type: str) -> str:

@@ -10,6 +10,7 @@ import re
 import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from urllib.parse import quote
 
 from gripcontrol import Channel, create_grip_channel_header
 
@@ -123,6 +124,28 @@ def hold_headers(
     if link is not None:
         headers["Grip-Link"] = link_header(link, link_timeout)
     return headers
+
+
+def escape_for_filter(text: str) -> str:
+    """Escape text that Pushpin's ``build-id`` content filter will run over.
+
+    That filter reads ``%`` as a directive (``%I`` the event id, ``%(name)s`` a channel's last
+    id, ``%%`` a literal ``%``) and fails the whole message on an unknown one: Pushpin then
+    drops a published event, or sends an empty body and closes a stream whose hold or
+    next-link response carried it. Every text that Pushpin filters goes through here,
+    whoever wrote it: stored event data and types, channel names in reset notices.
+    """
+    return text.replace("%", "%%")
+
+
+def link_path(path: str) -> str:
+    """A decoded URL path as it can stand in a ``Grip-Link`` header.
+
+    Pushpin splits that header's values on ``,`` and its parameters on ``;``, so both are
+    %-encoded along with everything a URL path may not carry raw (spaces, quotes, non-ASCII,
+    ``%`` itself); Django decodes them again when Pushpin requests the link.
+    """
+    return quote(path, safe="/:@&+$-_.!~*'()=")
 
 
 def link_header(url: str, timeout: int = 0) -> str:

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["encode_comment", "encode_event", "encode_id_only", "escape_percent"]
+__all__ = ["encode_comment", "encode_event", "encode_id_only"]
 
 # CRLF first, so that it counts as one line break and not as a CR then an LF.
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
@@ -111,13 +111,3 @@ def encode_id_only(id: str) -> str:
     """
     _check_field("id", id)
     return f"id: {id}\n\n"
-
-
-def escape_percent(text: str) -> str:
-    """Double every ``%`` in content that goes through Pushpin's ``build-id`` filter.
-
-    That filter reads ``%`` as a directive (``%I`` is the id placeholder, ``%%`` a literal
-    ``%``) and fails the message on any other one, so escape all content, then insert the
-    ``%I`` placeholder yourself.
-    """
-    return text.replace("%", "%%")

@@ -6,30 +6,23 @@ Enable with ``EVENTSTREAM_STORAGE_CLASS = "grip_eventstream.storage.DjangoModelS
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
 from datetime import timedelta
 
 from django.db import router, transaction
-from django.db.models import F, Max, Min
+from django.db.models import F, Max
 from django.utils import timezone
 
 from .cursor import new_epoch
 from .models import ChannelCounter, Epoch, Event
+from .replay import StoredEvent
+
+__all__ = ["DjangoModelStorage", "EventStorage", "StoredEvent"]
 
 # Trimming inside send_event runs on one send in TRIM_EVERY per channel and deletes at most
 # TRIM_BATCH expired rows, so a send never pays for a large backlog (the trim_events
 # management command clears any size).
 TRIM_EVERY = 32
 TRIM_BATCH = 200
-
-
-@dataclass(frozen=True)
-class StoredEvent:
-    channel: str
-    seq: int
-    event_type: str
-    data: str
-    order: int  # a total order across channels, consistent with commit order per channel
 
 
 class EventStorage:
@@ -44,9 +37,6 @@ class EventStorage:
         raise NotImplementedError
 
     def get_current_ids(self, channels: Iterable[str]) -> dict[str, int]:
-        raise NotImplementedError
-
-    def get_first_available(self, channels: Iterable[str]) -> dict[str, int]:
         raise NotImplementedError
 
     def get_events(self, channel: str, after: int, limit: int) -> list[StoredEvent]:
@@ -102,19 +92,6 @@ class DjangoModelStorage(EventStorage):
             .values_list("channel", "last_seq")
         )
         return {channel: found.get(channel, 0) for channel in wanted}
-
-    def get_first_available(self, channels: Iterable[str]) -> dict[str, int]:
-        """The oldest stored seq per channel; for channels with none, last seq + 1."""
-        wanted = list(channels)
-        oldest = dict(
-            Event.objects.using(self.using)
-            .filter(channel__in=wanted)
-            .values("channel")
-            .annotate(first=Min("seq"))
-            .values_list("channel", "first")
-        )
-        current = self.get_current_ids(c for c in wanted if c not in oldest)
-        return {c: oldest[c] if c in oldest else current[c] + 1 for c in wanted}
 
     def get_events(self, channel: str, after: int, limit: int) -> list[StoredEvent]:
         rows = (

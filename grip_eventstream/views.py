@@ -2,37 +2,34 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
-import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlencode
 
 from django.contrib.auth import get_user_model
 from django.contrib.auth.base_user import AbstractBaseUser
-from django.core import signing
+from django.core.exceptions import ValidationError
 from django.http import HttpRequest, HttpResponse
-from django.utils.encoding import escape_uri_path
 from django.views.decorators.csrf import csrf_exempt
 
-from . import grip, sse
+from . import grip, links, replay, sse
 from .conf import conf
-from .cursor import format_cursor, id_format, parse_cursor
+from .cors import cors_headers, preflight_headers
+from .cursor import id_format
 from .exceptions import InvalidChannel
 from .proxies import InvalidSignature, verify_grip_sig
 from .registry import get_channel_manager, get_storage, get_verification_keys
-from .storage import EventStorage, StoredEvent
 
 logger = logging.getLogger("grip_eventstream")
 
-LINK_SALT = "grip_eventstream.link"
-# Pushpin's last ids are ours: decimal, bounded like cursor positions (str.isdigit would
-# also accept "²" and 5000-digit strings that int() refuses).
-_LAST_ID = re.compile(r"0|[1-9][0-9]{0,17}")
-# A query parameter only ever written by this view into the next link of a paged replay.
-RESUME_PARAM = "_resume"
+# Seconds a next-link token outlives the link timeout (see link_max_age).
+LINK_MARGIN = 60
+
+
+class EndStream(Exception):
+    """Answer a next link with an empty body and no hold: Pushpin ends the stream."""
 
 
 class Refused(Exception):
@@ -65,9 +62,14 @@ def serve(
     channels and the user come from the signed link token, since Pushpin makes those
     requests itself, without the client's cookies or headers.
     """
-    cors = _cors_headers(request)
+    cors = cors_headers(
+        request.headers.get("Origin"),
+        conf.EVENTSTREAM_ALLOW_ORIGINS,
+        conf.EVENTSTREAM_ALLOW_CREDENTIALS,
+    )
     if request.method == "OPTIONS":
-        return _with_headers(HttpResponse(status=204), cors, _preflight_headers(cors))
+        preflight = preflight_headers(cors, conf.EVENTSTREAM_ALLOW_HEADERS)
+        return _with_headers(HttpResponse(status=204), cors, preflight)
     try:
         if request.method != "GET":
             response = text_response(405, "Event streams are opened with GET.")
@@ -75,22 +77,26 @@ def serve(
             return _with_headers(response, cors)
         _check_proxy(request)
         channels: Sequence[str]
+        link = None
         if link_token is not None:
-            channels, user = _read_link_token(link_token)
+            state, user = _read_link(request, link_token)
+            channels, link = state.channels, (link_token, state)
         else:
             channels, user = channels_and_user()
         denied = _denied(user, channels)
         if denied and link_token is not None:
             # The stream is already open: tell the client why, then end it (a next-link
             # answer without a hold closes the stream after its body).
-            response = _end_stream(user, denied)
+            response = _end_stream(user, denied, filtered=link[1].filtered if link else False)
         elif denied:
             who = "anonymous users" if user is None else "this user"
             raise Refused(403, f"Permission denied: {who} may not read {', '.join(denied)}.")
         else:
-            response = _stream(request, channels, user, link_token)
+            response = _stream(request, channels, user, link)
     except Refused as refused:
         response = text_response(refused.status, refused.message)
+    except EndStream:
+        response = HttpResponse(b"", content_type="text/event-stream")
     return _with_headers(response, cors)
 
 
@@ -162,7 +168,9 @@ def _denied(user: AbstractBaseUser | None, channels: Sequence[str]) -> list[str]
     return [c for c in channels if not manager.can_read_channel(user, c)]
 
 
-def _end_stream(user: AbstractBaseUser | None, denied: Sequence[str]) -> HttpResponse:
+def _end_stream(
+    user: AbstractBaseUser | None, denied: Sequence[str], *, filtered: bool
+) -> HttpResponse:
     who = "anonymous users" if user is None else "this user"
     data = json.dumps(
         {
@@ -171,6 +179,8 @@ def _end_stream(user: AbstractBaseUser | None, denied: Sequence[str]) -> HttpRes
             "channels": list(denied),
         }
     )
+    if filtered:  # channel names may hold "%"
+        data = grip.escape_for_filter(data)
     response = HttpResponse(
         sse.encode_event(data, event="stream-error"), content_type="text/event-stream"
     )
@@ -178,45 +188,61 @@ def _end_stream(user: AbstractBaseUser | None, denied: Sequence[str]) -> HttpRes
     return response
 
 
-def _link_token(channels: Sequence[str], user: AbstractBaseUser | None) -> str:
-    # Pushpin's next-link requests carry no cookies, and may be shared between clients
-    # with the same path: the channels and the user travel signed in the path itself.
-    return signing.dumps(
-        {"c": list(channels), "u": None if user is None else str(user.pk)},  # UUID pks too
-        salt=LINK_SALT,
-        compress=True,
-    )
-
-
-def _read_link_token(token: str) -> tuple[list[str], AbstractBaseUser | None]:
+def _read_link(request: HttpRequest, token: str) -> tuple[links.LinkState, AbstractBaseUser | None]:
     try:
-        payload = signing.loads(token, salt=LINK_SALT)
-        channels = [grip.validate_channel(c) for c in payload["c"]]
-        user_pk = payload["u"]
-    except (signing.BadSignature, KeyError, TypeError, ValueError):
-        raise Refused(400, "Invalid or tampered next-link token.") from None
+        state = links.read_token(
+            token, max_age=link_max_age(), max_channels=conf.EVENTSTREAM_MAX_CHANNELS
+        )
+    except links.LinkExpired:
+        # Pushpin restarts its link timer on every delivery, so a busy stream may hold
+        # an old token when a gap appears. Ending the stream (200, no hold) makes the
+        # browser reconnect at once with Last-Event-ID and lose nothing; an error status
+        # would make Pushpin retry the same token for a minute first.
+        raise EndStream from None
+    except links.InvalidLink as exc:
+        logger.warning("Refused next-link request: the token is %s", exc.reason)
+        raise Refused(400, "Invalid, expired or tampered next-link token.") from None
+    if state.filtered and state.resume is None and "Grip-Last" not in request.headers:
+        # Pushpin's own next-link requests for a stream with reliable channels always
+        # carry Grip-Last, and Pushpin strips a Grip-Last sent by a client: without it,
+        # this is someone replaying a link read from a log.
+        raise Refused(
+            403,
+            "This next link is fetched by the GRIP proxy that holds the stream; it cannot "
+            "be opened as a stream of its own.",
+        )
     user = None
-    if user_pk is not None:
-        found = get_user_model()._default_manager.filter(pk=user_pk).first()
+    if state.user_pk is not None:
+        found = _find_user(state.user_pk)
         if found is not None and found.is_active:
             user = found
-    return channels, user
+    return state, user
 
 
-@dataclass
-class _Replay:
-    """What a stream response says: reset notices and missed events, in order."""
+def _find_user(pk: str) -> AbstractBaseUser | None:
+    model = get_user_model()
+    try:
+        pk_value = model._meta.pk.to_python(pk)
+    except ValidationError:
+        return None  # a key of another type than this project's (a changed AUTH_USER_MODEL)
+    return model._default_manager.filter(pk=pk_value).first()
 
-    positions: dict[str, int]
-    blocks: list[str] = field(default_factory=list)
-    complete: bool = True
+
+def link_max_age() -> int:
+    """How long a next-link token stays valid after it is issued.
+
+    Pushpin fetches a stream's link at the latest EVENTSTREAM_LINK_TIMEOUT seconds after the
+    last link response, which carries a fresh token; a paged replay fetches its links at
+    once. The margin covers a slow response and clock steps between app servers.
+    """
+    return conf.EVENTSTREAM_LINK_TIMEOUT + LINK_MARGIN
 
 
 def _stream(
     request: HttpRequest,
     channels: Sequence[str],
     user: AbstractBaseUser | None,
-    link_token: str | None,
+    link: tuple[str, links.LinkState] | None,
 ) -> HttpResponse:
     manager = get_channel_manager()
     storage = get_storage()
@@ -228,169 +254,63 @@ def _stream(
     if user is not None:
         # Lets channel_permission_changed() reach this user's streams (see its docstring).
         subscriptions.append(grip.Subscription(grip.user_control_channel(user.pk), raw=True))
-    token = link_token or _link_token(channels, user)
     # Every stream has a next link, reliable or not: Pushpin fetches it on a hint from
     # channel_permission_changed() and after EVENTSTREAM_LINK_TIMEOUT quiet seconds, and
-    # each fetch checks the user's permissions again.
-    # request.path is decoded: a space or "ü" must go back to %-escapes in a header value.
-    path = escape_uri_path(request.path)
-    link_path = path if link_token else f"{path}_link/{token}/"
-
-    if storage is None or not reliable:
-        hold = grip.hold_headers(
-            subscriptions,
-            keep_alive=conf.EVENTSTREAM_KEEP_ALIVE,
-            link=link_path,
-            link_timeout=conf.EVENTSTREAM_LINK_TIMEOUT,
-        )
-        return _with_headers(response, hold)
-
-    epoch = storage.get_epoch()
-    replay = _replay(request, storage, epoch, reliable, is_link=link_token is not None)
-    body = "".join(replay.blocks)
-    if not replay.complete:
-        # More missed events than one response may carry: no hold yet; Pushpin sends this
-        # page and fetches the next link at once, which continues from this cursor.
-        cursor = format_cursor(epoch, replay.positions, reliable)
-        response.content = body.encode("utf-8")
-        response["Grip-Link"] = grip.link_header(f"{link_path}?{urlencode({RESUME_PARAM: cursor})}")
-        return response
-    if link_token is None:
-        # An id-only block gives even a quiet stream a resume point for Last-Event-ID.
-        body += sse.encode_id_only(format_cursor(epoch, replay.positions, reliable))
-    response.content = body.encode("utf-8")
-    subscriptions += [grip.Subscription(c, str(replay.positions[c])) for c in reliable]
-    return _with_headers(
-        response,
-        grip.hold_headers(
-            subscriptions,
-            keep_alive=conf.EVENTSTREAM_KEEP_ALIVE,
-            id_format=id_format(epoch, reliable, {c: grip.id_format_var(c) for c in reliable}),
-            link=link_path,
-            link_timeout=conf.EVENTSTREAM_LINK_TIMEOUT,
-        ),
+    # each fetch checks the user's permissions again and hands out a fresh token.
+    base = request.path if link is None else links.base_path(request.path, link[0])
+    state = links.LinkState(
+        tuple(channels), None if user is None else str(user.pk), filtered=bool(reliable)
     )
 
-
-def _replay(
-    request: HttpRequest,
-    storage: EventStorage,
-    epoch: str,
-    reliable: Sequence[str],
-    *,
-    is_link: bool,
-) -> _Replay:
-    current = storage.get_current_ids(reliable)
-    positions, resets = _resolve_positions(request, storage, epoch, reliable, current, is_link)
-    replay = _Replay(positions=dict(positions))
-    for reason, reset_channels in resets.items():
-        data = json.dumps({"channels": reset_channels, "reason": reason})
-        replay.blocks.append(
-            sse.encode_event(
-                data, event="stream-reset", id=format_cursor(epoch, replay.positions, reliable)
-            )
+    def hold(id_format: str | None = None) -> dict[str, str]:
+        return grip.hold_headers(
+            subscriptions,
+            keep_alive=conf.EVENTSTREAM_KEEP_ALIVE,
+            id_format=id_format,
+            link=links.link_url(base, state),
+            link_timeout=conf.EVENTSTREAM_LINK_TIMEOUT,
         )
-    limit = conf.EVENTSTREAM_REPLAY_LIMIT
-    missed: list[StoredEvent] = []
-    for channel in reliable:
-        if positions[channel] < current[channel]:
-            missed += storage.get_events(channel, positions[channel], limit + 1)
-    missed.sort(key=lambda event: event.order)
-    replay.complete = len(missed) <= limit
-    for event in missed[:limit]:
-        replay.positions[event.channel] = event.seq
-        cursor = format_cursor(epoch, replay.positions, reliable)
-        replay.blocks.append(sse.encode_event(event.data, event=event.event_type, id=cursor))
-    return replay
 
+    if storage is None or not reliable:
+        return _with_headers(response, hold())
 
-def _resolve_positions(
-    request: HttpRequest,
-    storage: EventStorage,
-    epoch: str,
-    reliable: Sequence[str],
-    current: Mapping[str, int],
-    is_link: bool,
-) -> tuple[dict[str, int], dict[str, list[str]]]:
-    """Where each reliable channel resumes, and which channels need a stream-reset."""
-    resets: dict[str, list[str]] = {}
-    positions: dict[str, int] = {}
-
-    def reset(channel: str, reason: str) -> None:
-        positions[channel] = current[channel]
-        resets.setdefault(reason, []).append(channel)
-
-    resume = request.GET.get(RESUME_PARAM)
-    # Only Pushpin's own next-link requests (signed link paths) may speak Grip-Last.
-    grip_last = request.headers.get("Grip-Last") if is_link else None
-    if resume is None and grip_last is not None:
-        # Pushpin's own record of what it delivered: preferred over the link's query,
-        # which is whatever the last hold response said.
-        last_ids = grip.parse_grip_last([grip_last])
-        for channel in reliable:
-            value = last_ids.get(channel, "")
-            if _LAST_ID.fullmatch(value) and int(value) <= current[channel]:
-                positions[channel] = int(value)
-            else:
-                reset(channel, "unknown-position")
+    epoch = storage.get_epoch()
+    if link is None:
+        # The browser sends Last-Event-ID on its own reconnects, newer than any
+        # lastEventId the page put in the URL, so the header wins.
+        cursor = request.headers.get("Last-Event-ID") or request.GET.get("lastEventId")
+        grip_last = None
+        # Pushpin filters the body of a response that holds with build-id, not of a page.
+        filtered_if_complete, filtered_if_paged = True, False
     else:
-        text = resume
-        if text is None:
-            # The browser sends Last-Event-ID on its own reconnects, newer than any
-            # lastEventId the page put in the URL, so the header wins.
-            text = request.headers.get("Last-Event-ID") or request.GET.get("lastEventId")
-        cursor = parse_cursor(text) if text else None
-        for channel in reliable:
-            if text and cursor is None:
-                reset(channel, "invalid-cursor")
-            elif cursor is not None and cursor.epoch != epoch:
-                reset(channel, "epoch-changed")
-            else:
-                position = cursor.position(channel) if cursor is not None else None
-                if position is None:
-                    positions[channel] = current[channel]  # new to this stream: from now
-                elif position > current[channel]:
-                    reset(channel, "unknown-position")
-                else:
-                    positions[channel] = position
-    behind = [c for c in reliable if positions[c] < current[c]]
-    if behind:
-        first = storage.get_first_available(behind)
-        for channel in behind:
-            if positions[channel] + 1 < first[channel]:
-                reset(channel, "expired")
-    return positions, resets
-
-
-def _cors_headers(request: HttpRequest) -> dict[str, str]:
-    origin = request.headers.get("Origin")
-    allowed = conf.EVENTSTREAM_ALLOW_ORIGINS
-    if not origin or not allowed:
-        return {}
-    credentials = conf.EVENTSTREAM_ALLOW_CREDENTIALS
-    headers: dict[str, str] = {}
-    if "*" in allowed and not credentials:
-        headers["Access-Control-Allow-Origin"] = "*"
-    elif origin in allowed or "*" in allowed:
-        # Browsers reject "*" with credentials, so the origin is echoed instead.
-        headers["Access-Control-Allow-Origin"] = origin
-        headers["Vary"] = "Origin"
-    else:
-        return {}
-    if credentials:
-        headers["Access-Control-Allow-Credentials"] = "true"
-    return headers
-
-
-def _preflight_headers(cors: Mapping[str, str]) -> dict[str, str]:
-    if not cors:
-        return {}
-    names = ["Last-Event-ID", "Cache-Control"]
-    for name in conf.EVENTSTREAM_ALLOW_HEADERS:
-        if name.lower() not in (n.lower() for n in names):
-            names.append(name)
-    return {
-        "Access-Control-Allow-Methods": "GET, OPTIONS",
-        "Access-Control-Allow-Headers": ", ".join(names),
-        "Access-Control-Max-Age": "86400",
-    }
+        cursor = link[1].resume
+        # Pushpin's own record of what it delivered, on next links that are not pages.
+        grip_last = grip.parse_grip_last([request.headers.get("Grip-Last", "")])
+        # A link response's body is filtered as the stream is held when Pushpin fetches it.
+        filtered_if_complete = filtered_if_paged = link[1].filtered
+    result = replay.plan(
+        replay.ReplayRequest(
+            epoch=epoch,
+            channels=reliable,
+            current=storage.get_current_ids(reliable),
+            cursor=cursor,
+            grip_last=grip_last if cursor is None else None,
+            max_events=conf.EVENTSTREAM_REPLAY_LIMIT,
+            max_bytes=conf.EVENTSTREAM_REPLAY_MAX_BYTES,
+            id_only_tail=link is None,
+        ),
+        storage,
+    )
+    filtered = filtered_if_complete if result.complete else filtered_if_paged
+    response.content = result.render(grip.escape_for_filter if filtered else str).encode()
+    if not result.complete:
+        # More missed events than one response may carry: no hold yet; Pushpin sends this
+        # page and fetches the next link at once, which continues from this cursor.
+        # Without a hold the stream has no channels, so no filter runs over the next
+        # page either, whatever ran over this one.
+        page_state = dataclasses.replace(state, resume=result.cursor, filtered=False)
+        response["Grip-Link"] = grip.link_header(links.link_url(base, page_state))
+        return response
+    subscriptions += [grip.Subscription(c, str(result.positions[c])) for c in reliable]
+    variables = {c: grip.id_format_var(c) for c in reliable}
+    return _with_headers(response, hold(id_format(epoch, reliable, variables)))

@@ -74,6 +74,7 @@ def start_stack(
     workers: int = 2,
     env: dict | None = None,
     grip_url=None,
+    ready_status: int = 200,
     **pushpin_options,
 ) -> Stack:
     workdir.mkdir(parents=True, exist_ok=True)
@@ -98,7 +99,7 @@ def start_stack(
     try:
         pushpin.start()
         gunicorn.start(ready_path="/send/")
-        wait_proxied(pushpin.url + "/stream/?channel=volatile-ready", want_status=200)
+        wait_proxied(pushpin.url + "/stream/?channel=volatile-ready", want_status=ready_status)
     except BaseException:
         stack.stop()
         raise

@@ -34,6 +34,8 @@ TOPICS = {
     "grip_eventstream.W002": r"GZipMiddleware",
     "grip_eventstream.W003": r"shorter than 32 bytes",
     "grip_eventstream.W004": r"SQLite",
+    "grip_eventstream.W005": r"any origin .* credentials",
+    "grip_eventstream.E010": r"_BYTES",
 }
 
 
@@ -360,9 +362,9 @@ def test_e008_credentials(settings, value):
 
 
 def test_cors_valid(settings):
-    settings.EVENTSTREAM_ALLOW_ORIGINS = ("*",)
+    settings.EVENTSTREAM_ALLOW_ORIGINS = ("https://a.example", "*")
     settings.EVENTSTREAM_ALLOW_HEADERS = ["Authorization"]
-    settings.EVENTSTREAM_ALLOW_CREDENTIALS = True
+    settings.EVENTSTREAM_ALLOW_CREDENTIALS = False
     assert check_settings() == []
 
 
@@ -449,3 +451,43 @@ def test_every_id_has_one_topic():
         assert "hint=" in source, check_id
         kind = "Warning" if check_id.split(".")[1][0] == "W" else "Error"
         assert source.startswith(kind), (check_id, source)
+
+
+# --- E010 -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("page", "event"),
+    [(1023, 100), (80_001, 100), ("64k", 100), (None, 100), (4096, 4097), (4096, 0), (4096, 1.5)],
+)
+def test_e010_sizes(settings, page, event):
+    settings.EVENTSTREAM_REPLAY_MAX_BYTES = page
+    settings.EVENTSTREAM_MAX_EVENT_BYTES = event
+    (message,) = only("grip_eventstream.E010")
+    assert message.hint
+
+
+@pytest.mark.parametrize(("page", "event"), [(1024, 1), (80_000, 80_000), (4096, 4096)])
+def test_e010_valid_sizes(settings, page, event):
+    settings.EVENTSTREAM_REPLAY_MAX_BYTES = page
+    settings.EVENTSTREAM_MAX_EVENT_BYTES = event
+    assert check_settings() == []
+
+
+# --- W005 -------------------------------------------------------------------------------
+
+
+def test_w005_any_origin_with_credentials(settings):
+    settings.EVENTSTREAM_ALLOW_ORIGINS = ["https://a.example", "*"]
+    settings.EVENTSTREAM_ALLOW_CREDENTIALS = True
+    (message,) = only("grip_eventstream.W005")
+    assert "logged-in" in message.hint
+
+
+@pytest.mark.parametrize(
+    ("origins", "credentials"), [(["*"], False), (["https://a.example"], True), ([], True)]
+)
+def test_w005_not_for_safe_combinations(settings, origins, credentials):
+    settings.EVENTSTREAM_ALLOW_ORIGINS = origins
+    settings.EVENTSTREAM_ALLOW_CREDENTIALS = credentials
+    assert check_settings() == []

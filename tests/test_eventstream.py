@@ -96,6 +96,20 @@ def test_unserialisable_data_raises_and_stores_nothing(published):
     assert published.items == []
 
 
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("reliable", [True, False])
+def test_too_big_events_are_refused_before_storing(published, settings, reliable):
+    settings.EVENTSTREAM_MAX_EVENT_BYTES = 1000
+    channel = "test" if reliable else "volatile-x"
+    # 495 "%" are 990 bytes once escaped for Pushpin, plus the SSE framing.
+    with pytest.raises(ValueError, match=r"over the limit of 1000 bytes \(EVENTSTREAM_MAX_EVENT"):
+        send_event(channel, "message", "%" * 495, json_encode=False)
+    assert not Event.objects.exists()
+    assert published.items == []
+    send_event(channel, "message", "%" * 480, json_encode=False)
+    assert len(published.items) == 1
+
+
 def test_json_encode_false_needs_a_str(published, settings):
     settings.EVENTSTREAM_STORAGE_CLASS = None
     send_event("t", "m", "raw text", json_encode=False)

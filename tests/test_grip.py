@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from grip_eventstream import grip
 from grip_eventstream.exceptions import InvalidChannel
+from tests.pushpin_model import pushpin_build_id
 
 # What Pushpin may see of a channel name: header-parameter safe, ASCII, no '%', ')' or '\'.
 PUSHPIN_SAFE = re.compile(r"[A-Za-z0-9_.:@/+!~-]+")
@@ -314,3 +315,46 @@ def test_user_control_channels_differ():
 def test_user_channels_never_collide_with_control_channels(name, pk):
     assert not grip.pushpin_channel(name).startswith("~~")
     assert grip.pushpin_channel(name) != grip.user_control_channel(pk)
+
+
+# --- escape_for_filter, link_path -------------------------------------------------------
+
+
+def test_escape_for_filter():
+    assert grip.escape_for_filter("100% %I %%") == "100%% %%I %%%%"
+    assert grip.escape_for_filter("") == ""
+
+
+@given(st.text(), st.text())
+def test_escaped_text_survives_pushpin_build_id(before, after):
+    content = grip.escape_for_filter(before) + "%I" + grip.escape_for_filter(after)
+    assert pushpin_build_id(content, "ID") == before + "ID" + after
+
+
+@given(st.text())
+def test_escaped_text_never_fails_the_filter(text):
+    assert pushpin_build_id(grip.escape_for_filter(text), "ID") == text
+
+
+@pytest.mark.parametrize(
+    ("path", "expected"),
+    [
+        ("/rooms/a,b/events/", "/rooms/a%2Cb/events/"),
+        ("/rooms/a;b c/events/", "/rooms/a%3Bb%20c/events/"),
+        ("/rooms/50%/", "/rooms/50%25/"),
+        ('/r/ü<>"/', "/r/%C3%BC%3C%3E%22/"),
+        ("/events/_link/abc:1-2_x/", "/events/_link/abc:1-2_x/"),
+    ],
+)
+def test_link_path(path, expected):
+    assert grip.link_path(path) == expected
+
+
+@given(st.text(st.characters(codec="utf-8")))
+def test_link_paths_never_carry_header_syntax(path):
+    from urllib.parse import unquote
+
+    encoded = grip.link_path(path)
+    assert not set(encoded) & set(',;<>" \\\t\r\n')
+    assert encoded.isascii()
+    assert unquote(encoded) == path

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from grip_eventstream.sse import encode_comment, encode_event, encode_id_only, escape_percent
+from grip_eventstream.sse import encode_comment, encode_event, encode_id_only
 from tests.sseparser import Event, SSEParser
 
 # --- encode_event ---------------------------------------------------------------------------
@@ -138,7 +138,7 @@ def test_retry_non_int_rejected(retry):
         encode_event("x", retry=retry)
 
 
-# --- encode_comment, encode_id_only, escape_percent -----------------------------------------
+# --- encode_comment, encode_id_only -----------------------------------------
 
 
 def test_comment():
@@ -170,37 +170,6 @@ def test_id_only():
 def test_id_only_validates_like_id(bad):
     with pytest.raises(ValueError, match="SSE id "):
         encode_id_only(bad)
-
-
-def pushpin_build_id(content, id):
-    """Pushpin's build-id content rendering: "%%" -> "%", "%I" -> id, other "%" fails."""
-    out, i = [], 0
-    while i < len(content):
-        if content[i] != "%":
-            out.append(content[i])
-            i += 1
-            continue
-        directive = content[i + 1 : i + 2]
-        if directive == "%":
-            out.append("%")
-        elif directive == "I":
-            out.append(id)
-        else:
-            raise ValueError(f"Pushpin would fail the message at {i}")
-        i += 2
-    return "".join(out)
-
-
-def test_escape_percent():
-    assert escape_percent("100% %I %%") == "100%% %%I %%%%"
-    assert escape_percent("") == ""
-
-
-@settings(max_examples=200, deadline=None)
-@given(st.text(), st.text())
-def test_escape_percent_survives_pushpin_build_id(before, after):
-    content = escape_percent(before) + "%I" + escape_percent(after)
-    assert pushpin_build_id(content, "ID") == before + "ID" + after
 
 
 # --- properties: the encoder's output parsed as a browser would -----------------------------

@@ -47,15 +47,6 @@ def test_get_events_after_a_position(store):
     assert [(e.seq, e.data) for e in got] == [(3, '{"n": 2}'), (4, '{"n": 3}')]
 
 
-def test_first_available_after_trimming(store):
-    for _ in range(3):
-        store.append_event("a", "m", "{}", 60)
-    Event.objects.filter(channel="a", seq__lte=2).delete()
-    assert store.get_first_available(["a", "new"]) == {"a": 3, "new": 1}
-    Event.objects.filter(channel="a").delete()
-    assert store.get_first_available(["a"]) == {"a": 4}
-
-
 def test_epoch_is_created_once_and_kept(store):
     epoch = store.get_epoch()
     assert epoch == store.get_epoch() == Epoch.objects.get(pk=1).value
@@ -107,7 +98,6 @@ def test_base_class_is_abstract():
         lambda: base.append_event("a", "m", "{}", 1),
         base.get_epoch,
         lambda: base.get_current_ids(["a"]),
-        lambda: base.get_first_available(["a"]),
         lambda: base.get_events("a", 0, 1),
         lambda: base.trim("a", 1),
         base.channels,

@@ -12,7 +12,7 @@ import re
 import time
 import uuid
 from dataclasses import dataclass
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, quote, urlsplit
 
 import jwt
 import pytest
@@ -21,12 +21,13 @@ from django.core import signing
 from django.test import Client, RequestFactory
 from django.urls import resolve
 
-from grip_eventstream import grip
+from grip_eventstream import grip, links
+from grip_eventstream.conf import conf
 from grip_eventstream.cursor import channel_key, format_cursor, parse_cursor
 from grip_eventstream.eventstream import get_current_event_id
 from grip_eventstream.models import Event
 from grip_eventstream.storage import DjangoModelStorage
-from grip_eventstream.views import LINK_SALT, RESUME_PARAM
+from tests.pushpin_model import pushpin_build_id
 from tests.sseparser import SSEParser
 
 pytestmark = pytest.mark.django_db
@@ -91,6 +92,11 @@ class Link:
     @property
     def query(self) -> dict[str, list[str]]:
         return parse_qs(urlsplit(self.url).query)
+
+
+def link_state(response) -> links.LinkState:
+    token = resolve(link_of(response).path).kwargs["grip_link"]
+    return links.read_token(token, max_age=300, max_channels=18)
 
 
 def link_of(response) -> Link:
@@ -375,7 +381,7 @@ def test_unreliable_only_link_has_no_query_and_rechecks():
     again = call(link.url)
     assert again["Grip-Hold"] == "stream"
     assert channel_header(again) == {"volatile-a": None}
-    assert link_of(again).url == link.url
+    assert link_state(again) == link_state(response)
     assert again.content == b""
 
 
@@ -431,8 +437,8 @@ def test_reliable_stream_headers():
     assert link.query == {}
     match = resolve(link.path)
     assert match.url_name == "grip_eventstream-link"
-    payload = signing.loads(match.kwargs["grip_link"], salt=LINK_SALT)
-    assert payload == {"c": order, "u": None}
+    payload = signing.loads(match.kwargs["grip_link"], salt=links.SALT)
+    assert payload == {"c": order, "u": None, "f": 1}
     (_, parser) = body_events(response)
     assert parser.id_updates() == [cursor_for({"room 1": 1, "test": 3, "ünï": 0}, order)]
 
@@ -457,7 +463,7 @@ def test_logged_in_stream_subscribes_to_its_user_channel():
     header = channel_header(response)
     assert header == {grip.user_control_channel(user.pk): None, "private-x": "0"}
     token = resolve(link_of(response).path).kwargs["grip_link"]
-    assert signing.loads(token, salt=LINK_SALT) == {"c": ["private-x"], "u": str(user.pk)}
+    assert signing.loads(token, salt=links.SALT) == {"c": ["private-x"], "u": str(user.pk), "f": 1}
 
 
 # --- replay on reconnect ----------------------------------------------------------------
@@ -532,7 +538,10 @@ def test_cursor_without_a_channel_starts_that_channel_now():
 def test_percent_and_unicode_data_replayed_verbatim():
     cursor = get_current_event_id(["test"])
     store("test", "100% ünï 🎉 %I %%", "ev%t")
-    (event,), _ = body_events(call("/events/", **{"Last-Event-ID": cursor}))
+    response = call("/events/", **{"Last-Event-ID": cursor})
+    # Pushpin runs its build-id filter over the body of a hold with a reliable channel.
+    delivered = pushpin_build_id(response.content.decode(), "unused")
+    (event,) = SSEParser().feed(delivered.encode())
     assert (event.type, event.data) == ("ev%t", "100% ünï 🎉 %I %%")
 
 
@@ -622,7 +631,8 @@ def test_paged_replay(settings):
         assert "Grip-Channel" not in response
         link = link_of(response)
         assert link.timeout is None  # fetched at once
-        (resume,) = link.query[RESUME_PARAM]
+        assert link.query == {}
+        resume = link_state(response).resume
         events, parser = body_events(response)
         assert parser.id_updates() == [e.last_event_id for e in events]
         assert resume == events[-1].last_event_id
@@ -637,7 +647,7 @@ def test_paged_replay(settings):
     assert parser.id_updates() == [e.last_event_id for e in events]
     assert channel_header(response) == {"test": "7"}
     assert link_of(response).query == {}
-    assert link_of(response).path == link.path
+    assert link_state(response) == links.LinkState(("test",), None, filtered=True)
 
 
 def test_paging_across_channels(settings):
@@ -681,7 +691,7 @@ def test_link_request_with_grip_last():
     assert [position(e, "test") for e in events] == [2, 3, 4]
     assert again["Grip-Hold"] == "stream"
     assert channel_header(again) == {"test": "4"}
-    assert link_of(again).url == link.url
+    assert link_state(again) == links.LinkState(("test",), None, filtered=True)
     assert link_of(again).timeout == 120
     assert "Grip-Set-Meta" in again
 
@@ -751,7 +761,7 @@ def test_tampered_link_token_is_400():
     tampered = link.path.replace(token, token[:-2] + ("AA" if token[-2:] != "AA" else "BB"))
     response = call(tampered)
     assert response.status_code == 400
-    assert response.content == b"Invalid or tampered next-link token.\n"
+    assert response.content == b"Invalid, expired or tampered next-link token.\n"
 
 
 @pytest.mark.parametrize(
@@ -766,7 +776,7 @@ def test_tampered_link_token_is_400():
     ],
 )
 def test_signed_but_invalid_link_payload_is_400(payload):
-    token = signing.dumps(payload, salt=LINK_SALT, compress=True)
+    token = signing.dumps(payload, salt=links.SALT, compress=True)
     assert call(f"/events/_link/{token}/").status_code == 400
 
 
@@ -820,7 +830,7 @@ def test_link_request_for_a_gone_user(change):
         user.delete()
     else:
         User.objects.filter(pk=user.pk).update(is_active=False)
-    response = call(link.url)
+    response = call(link.url, **{"Grip-Last": "private-x; last-id=0"})
     (event,), _ = body_events(response)
     assert event.type == "stream-error"
     assert "anonymous users may no longer read private-x" in json.loads(event.data)["text"]
@@ -841,7 +851,9 @@ def test_full_stack_with_client():
     assert response.status_code == 200
     assert [e.data for e in body_events(response)[0]] == ["hello"]
     link = link_of(response)
-    anonymous = Client().get(link.url, headers={"Grip-Sig": make_sig()})
+    # Pushpin's next-link request: no cookies, Grip-Last.
+    headers = {"Grip-Sig": make_sig(), "Grip-Last": "private-x; last-id=1"}
+    anonymous = Client().get(link.url, headers=headers)
     assert anonymous.status_code == 200
     assert anonymous["Grip-Hold"] == "stream"
 
@@ -857,7 +869,7 @@ def test_link_path_is_percent_encoded(path):
     assert response.status_code == 200
     url = link_of(response).url
     assert url.startswith(path)
-    assert re.fullmatch(r"[A-Za-z0-9/_.~%:@!$&'()*+,;=?-]+", url)
+    assert re.fullmatch(r"[A-Za-z0-9/_.~%:@!$&'()*+=?-]+", url)
 
 
 @dataclass
@@ -872,3 +884,126 @@ def test_uuid_user_pk():
     response = call("/rooms/private-x/events/", user=user)
     assert response.status_code == 200
     assert link_of(response).path.startswith("/rooms/private-x/events/_link/")
+
+
+# --- any content, any channel name (issue: replay of any content) -----------------------
+
+
+def delivered_events(response, *, filtered: bool):
+    """What the client receives: Pushpin runs build-id over filtered bodies."""
+    body = response.content.decode()
+    if filtered:
+        body = pushpin_build_id(body, "unused")
+    return SSEParser().feed(body.encode())
+
+
+def test_a_comma_in_the_path_is_encoded_in_grip_link():
+    response = call("/rooms/a,b/events/")
+    assert response.status_code == 200
+    link = link_of(response)
+    assert link.path.startswith("/rooms/a%2Cb/events/_link/")
+    assert "," not in response["Grip-Link"].split(">")[0]
+    assert link_state(response).channels == ("a,b",)
+    again = call(link.path, **{"Grip-Last": f"{grip.pushpin_channel('a,b')}; last-id=0"})
+    assert again.status_code == 200
+    assert link_of(again).path.startswith("/rooms/a%2Cb/events/_link/")
+
+
+def test_garbage_last_event_id_is_an_invalid_cursor():
+    found, _ = resets(call("/events/?lastEventId=garbage"))
+    assert found == [{"channels": ["test"], "reason": "invalid-cursor"}]
+
+
+def test_reset_of_a_percent_channel_survives_the_filter():
+    response = call("/rooms/50%25/events/", **{"Last-Event-ID": "garbage"})
+    assert b"50%%" in response.content
+    (event,) = delivered_events(response, filtered=True)
+    assert json.loads(event.data) == {"channels": ["50%"], "reason": "invalid-cursor"}
+
+
+def test_pages_before_the_hold_are_not_escaped_and_links_after_it_are(settings):
+    settings.EVENTSTREAM_REPLAY_LIMIT = 1
+    cursor = get_current_event_id(["test"])
+    store("test", "50% a")
+    store("test", "50% b")
+    page = call("/events/", **{"Last-Event-ID": cursor})
+    assert "Grip-Hold" not in page
+    assert link_state(page).filtered is False  # Pushpin does not filter a page
+    assert [e.data for e in delivered_events(page, filtered=False)] == ["50% a"]
+    last = call(link_of(page).path)
+    assert last["Grip-Hold"] == "stream"
+    assert [e.data for e in delivered_events(last, filtered=False)] == ["50% b"]
+    # Later next links of the held stream are filtered.
+    store("test", "50% c")
+    gap = call(link_of(last).path, **{"Grip-Last": "test; last-id=2"})
+    assert link_state(last).filtered is True
+    assert [e.data for e in delivered_events(gap, filtered=True)] == ["50% c"]
+
+
+def test_stream_error_on_a_filtered_stream_is_escaped():
+    user = User.objects.create(username="u")
+    group = Group.objects.create(name="50%")
+    user.groups.add(group)
+    link = link_of(call("/rooms/members-50%25/events/", user=user))
+    user.groups.remove(group)
+    response = call(link.url, **{"Grip-Last": f"{grip.pushpin_channel('members-50%')}; last-id=0"})
+    assert b"members-50%%" in response.content
+    (event,) = delivered_events(response, filtered=True)
+    assert event.type == "stream-error"
+    assert json.loads(event.data)["channels"] == ["members-50%"]
+
+
+def test_expired_link_token_ends_the_stream(monkeypatch):
+    """The browser then reconnects with Last-Event-ID; a 4xx would make Pushpin retry."""
+    link = link_of(call("/events/"))
+    later = time.time() + 120 + 61
+    monkeypatch.setattr("django.core.signing.time.time", lambda: later)
+    response = call(link.url, **{"Grip-Last": "test; last-id=0"})
+    assert response.status_code == 200
+    assert response.content == b""
+    assert "Grip-Hold" not in response
+    assert "Grip-Link" not in response
+
+
+def test_a_client_cannot_open_the_link_of_a_reliable_stream():
+    """Pushpin strips Grip-Last from client requests, and always sends it on its own."""
+    link = link_of(call("/events/"))
+    response = call(link.url)
+    assert response.status_code == 403
+    assert b"fetched by the GRIP proxy" in response.content
+    # Pages of a replay are fetched without Grip-Last: their tokens only expire.
+
+
+def test_link_token_lifetime_follows_the_link_timeout(settings, monkeypatch):
+    settings.EVENTSTREAM_LINK_TIMEOUT = 10
+    link = link_of(call("/events/"))
+    now = time.time()
+    grip_last = {"Grip-Last": "test; last-id=0"}
+    monkeypatch.setattr("django.core.signing.time.time", lambda: now + 65)
+    assert call(link.url, **grip_last)["Grip-Hold"] == "stream"
+    monkeypatch.setattr("django.core.signing.time.time", lambda: now + 75)
+    assert "Grip-Hold" not in call(link.url, **grip_last)
+
+
+def test_big_backlog_pages_by_bytes(settings):
+    cursor = get_current_event_id(["test"])
+    for i in range(40):
+        store("test", f"{i:03d}" + "x" * 5000)
+    response = call("/events/", **{"Last-Event-ID": cursor})
+    received = []
+    pages = 0
+    while "Grip-Hold" not in response:
+        assert len(response.content) <= conf.EVENTSTREAM_REPLAY_MAX_BYTES
+        received += [e.data[:3] for e in body_events(response)[0]]
+        response = call(link_of(response).path)
+        pages += 1
+    received += [e.data[:3] for e in delivered_events(response, filtered=True)]
+    assert received == [f"{i:03d}" for i in range(40)]
+    assert pages == 3  # 200 KB in pages of at most 64 KiB
+
+
+@pytest.mark.parametrize(
+    "token", ["x", "a" * 500, "eJyrVkrOz1WyUkrOLypRqgUAJJoEkQ:1:2", "%00", "..", "~"]
+)
+def test_odd_link_tokens_are_400(token):
+    assert call(f"/events/_link/{quote(token, safe='')}/").status_code in (400, 404)

@@ -1,0 +1,98 @@
+"""Next-link tokens: what Pushpin's next-link requests carry in place of the client's cookies.
+
+Pushpin fetches a stream's next link itself (gap repair, paging, the link timeout, hints),
+with none of the client's cookies or headers, and may share one fetch between clients
+with the same link. So the link's path carries a token, signed with Django's signing
+(``SECRET_KEY``), that says which channels and user the stream is for and, while a replay
+is paged, where the next page starts.
+
+A token is only valid for a short while (``max_age``), and every link response hands
+Pushpin a fresh one, so a token copied from an access log soon stops working.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from django.core import signing
+
+from . import grip
+from .exceptions import InvalidChannel
+
+SALT = "grip_eventstream.link"
+SEGMENT = "_link/"
+
+
+class InvalidLink(Exception):
+    """A token that is forged, expired or malformed; ``reason`` is for the server log."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class LinkExpired(InvalidLink):
+    """A token of ours that is older than ``max_age``."""
+
+
+@dataclass(frozen=True)
+class LinkState:
+    channels: tuple[str, ...]
+    user_pk: str | None  # str(pk): integer, UUID and string keys alike
+    resume: str | None = None  # the cursor the next page of a paged replay starts after
+    # Whether Pushpin holds the stream with the build-id filter when it fetches this link:
+    # it then runs that filter over the link response's body, which must be escaped.
+    filtered: bool = False
+
+
+def make_token(state: LinkState) -> str:
+    payload: dict[str, object] = {"c": list(state.channels), "u": state.user_pk}
+    if state.resume is not None:
+        payload["r"] = state.resume
+    if state.filtered:
+        payload["f"] = 1
+    return signing.dumps(payload, salt=SALT, compress=True)
+
+
+def read_token(token: str, max_age: int, max_channels: int) -> LinkState:
+    """The state a token carries; InvalidLink unless it is ours, fresh and well-formed.
+
+    The payload is checked field by field although it is signed: a token signed by an
+    older version, or with a SECRET_KEY shared with other code, must give a clear 400
+    and never an exception.
+    """
+    try:
+        payload = signing.loads(token, salt=SALT, max_age=max_age)
+    except signing.SignatureExpired as exc:
+        raise LinkExpired(f"expired ({exc})") from None
+    except (signing.BadSignature, ValueError):  # ValueError: a corrupt compressed payload
+        raise InvalidLink("bad signature") from None
+    if not isinstance(payload, dict) or not {"c", "u"} <= set(payload) <= {"c", "u", "r", "f"}:
+        raise InvalidLink("unexpected payload")
+    channels = payload.get("c")
+    user_pk = payload.get("u")
+    resume = payload.get("r")
+    filtered = payload.get("f", 0)
+    if not isinstance(channels, list) or not 0 < len(channels) <= max_channels:
+        raise InvalidLink("the channel list is missing, empty or too long")
+    try:
+        names = tuple(grip.validate_channel(c) for c in channels)
+    except InvalidChannel as exc:
+        raise InvalidLink(f"invalid channel: {exc}") from None
+    if user_pk is not None and not isinstance(user_pk, str):
+        raise InvalidLink("the user id is not a string")
+    if resume is not None and not isinstance(resume, str):
+        raise InvalidLink("the resume cursor is not a string")
+    if filtered not in (0, 1) or isinstance(filtered, bool):
+        raise InvalidLink("the filter flag is not 0 or 1")
+    return LinkState(names, user_pk, resume, filtered=bool(filtered))
+
+
+def link_url(base_path: str, state: LinkState) -> str:
+    """The next link below ``base_path`` (the stream's decoded URL path, ending in "/")."""
+    return f"{grip.link_path(base_path)}{SEGMENT}{make_token(state)}/"
+
+
+def base_path(path: str, token: str) -> str:
+    """The stream's own path, from the path of one of its next links."""
+    return path.removesuffix(f"{SEGMENT}{token}/")
