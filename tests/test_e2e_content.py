@@ -15,6 +15,9 @@ from urllib.parse import quote
 import pytest
 import requests
 from django.core import signing
+from hypothesis import HealthCheck, event, given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 
 from grip_eventstream import get_current_event_id, links, send_event
 from grip_eventstream.storage import DjangoModelStorage
@@ -164,3 +167,37 @@ def test_a_proxy_signing_as_another_issuer_is_refused(test_db_name, settings, tm
         assert "Grip-Sig header did not verify" in response.text
     finally:
         stack.stop()
+
+
+# --- fuzz through Pushpin ----------------------------------------------------------------
+
+# Printable header values: requests refuses leading whitespace, and Pushpin closes the
+# connection on control characters before anything reaches the app.
+header_text = st.text(
+    st.characters(codec="latin-1", exclude_categories=["Cc"]), max_size=40
+).filter(lambda v: v == v.lstrip())
+
+
+@hypothesis_settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    channel=st.text(min_size=1, max_size=20).filter(lambda c: "/" not in c),
+    in_path=st.booleans(),
+    last_event_id=st.none() | header_text | st.sampled_from(["garbage", "abcdefg.aaaaaa-1"]),
+    link=st.none() | st.text(max_size=60),
+)
+def test_fuzzed_requests_through_pushpin_never_fail(stack, channel, in_path, last_event_id, link):
+    if link is not None:
+        path = f"/events/_link/{quote(link, safe='')}/"
+    elif in_path:
+        path = f"/rooms/{quote(channel, safe='')}/events/"
+    else:
+        path = f"/stream/?channel={quote(channel, safe='')}"
+    headers = {"Accept": "text/event-stream"}
+    if last_event_id is not None:
+        headers["Last-Event-ID"] = last_event_id
+    with requests.get(stack.url + path, headers=headers, stream=True, timeout=10) as response:
+        # 200 (a stream) or a clear 4xx: never a 5xx from the app or from Pushpin.
+        assert response.status_code < 500, (path, headers, response.status_code)
+        event(f"status {response.status_code}")

@@ -19,7 +19,11 @@ import pytest
 from django.contrib.auth.models import Group, User
 from django.core import signing
 from django.test import Client, RequestFactory
-from django.urls import resolve
+from django.urls import Resolver404, resolve
+from hypothesis import HealthCheck, given
+from hypothesis import event as hypothesis_event
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 
 from grip_eventstream import grip, links
 from grip_eventstream.conf import conf
@@ -1007,3 +1011,81 @@ def test_big_backlog_pages_by_bytes(settings):
 )
 def test_odd_link_tokens_are_400(token):
     assert call(f"/events/_link/{quote(token, safe='')}/").status_code in (400, 404)
+
+
+# --- fuzz: every request input, never a 500 ---------------------------------------------
+
+header_text = st.text(st.characters(codec="latin-1", exclude_characters="\r\n\x00"), max_size=60)
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=10),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=3), inner, max_size=3)
+    ),
+    max_leaves=6,
+)
+
+
+def odd_sig(draw_claims: dict) -> str:
+    return jwt.encode(draw_claims, KEY, "HS256")
+
+
+claims = st.fixed_dictionaries(
+    {},
+    optional={
+        "iss": st.sampled_from(["pushpin", ""]) | json_values.filter(lambda v: isinstance(v, str)),
+        "exp": st.sampled_from([int(time.time()) + 600, -1, 0, 10**30]) | json_values,
+        "nbf": json_values,
+        "iat": json_values,
+        "aud": json_values,
+        "grip-eventstream-use": json_values,
+    },
+)
+
+
+@st.composite
+def stream_requests(draw):
+    channel = draw(st.text(max_size=20))
+    kind = draw(st.sampled_from(["path", "query", "multi", "link", "signed-link", "drf"]))
+    if kind == "path":
+        path = f"/rooms/{quote(channel, safe='')}/events/"
+    elif kind == "query":
+        path = f"/stream/?channel={quote(channel, safe='')}&lastEventId={quote(draw(header_text))}"
+    elif kind == "multi":
+        path = "/multi/"
+    elif kind == "link":
+        path = f"/events/_link/{quote(draw(st.text(max_size=80)), safe='')}/"
+    elif kind == "signed-link":
+        payload = draw(
+            st.fixed_dictionaries(
+                {},
+                optional={"c": json_values, "u": json_values, "r": json_values, "f": json_values},
+            )
+            | json_values
+        )
+        path = f"/events/_link/{signing.dumps(payload, salt=links.SALT, compress=True)}/"
+    else:
+        path = f"/drf/any/?channel={quote(channel, safe='')}"
+    headers = {}
+    for name in ("Last-Event-ID", "Grip-Last", "Origin"):
+        if draw(st.booleans()):
+            headers[name] = draw(header_text)
+    # Mostly valid signatures, so that the other inputs reach the stream code.
+    odd = st.sampled_from([None]) | header_text | claims.map(odd_sig)
+    sig = "valid" if draw(st.integers(0, 3)) else draw(odd)
+    return path, sig, headers
+
+
+@pytest.mark.django_db
+@hypothesis_settings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(stream_requests())
+def test_no_request_input_gives_a_500(request_input):
+    path, sig, headers = request_input
+    store("test", "100% %I")
+    try:
+        response = call(path, sig=sig, **headers)
+    except Resolver404:  # "/" in a channel name: not a stream URL at all
+        return
+    assert response.status_code in (200, 400, 403), (path, response.content)
+    hypothesis_event(f"status {response.status_code}")
