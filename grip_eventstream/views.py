@@ -26,6 +26,8 @@ logger = logging.getLogger("grip_eventstream")
 
 # Seconds a next-link token outlives the link timeout (see link_max_age).
 LINK_MARGIN = 60
+# Pushpin's link timeout when the Grip-Link header gives none (EVENTSTREAM_LINK_TIMEOUT = 0).
+PUSHPIN_LINK_TIMEOUT = 120
 
 
 class EndStream(Exception):
@@ -235,7 +237,7 @@ def link_max_age() -> int:
     last link response, which carries a fresh token; a paged replay fetches its links at
     once. The margin covers a slow response and clock steps between app servers.
     """
-    return conf.EVENTSTREAM_LINK_TIMEOUT + LINK_MARGIN
+    return (conf.EVENTSTREAM_LINK_TIMEOUT or PUSHPIN_LINK_TIMEOUT) + LINK_MARGIN
 
 
 def _stream(

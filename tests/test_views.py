@@ -1089,3 +1089,11 @@ def test_no_request_input_gives_a_500(request_input):
         return
     assert response.status_code in (200, 400, 403), (path, response.content)
     hypothesis_event(f"status {response.status_code}")
+
+
+def test_link_token_lifetime_with_pushpins_default_timeout(settings, monkeypatch):
+    settings.EVENTSTREAM_LINK_TIMEOUT = 0  # no timeout in Grip-Link: Pushpin uses 120 s
+    link = link_of(call("/events/"))
+    now = time.time()
+    monkeypatch.setattr("django.core.signing.time.time", lambda: now + 175)
+    assert call(link.url, **{"Grip-Last": "test; last-id=0"})["Grip-Hold"] == "stream"
