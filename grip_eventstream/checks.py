@@ -23,6 +23,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
     messages += _check_classes()
     messages += _check_numbers()
     messages += _check_cors()
+    messages += _check_foreign_settings()
     if conf.EVENTSTREAM_PUBLISH_ERRORS not in ("raise", "log"):
         messages.append(
             Error(
@@ -291,19 +292,22 @@ def _check_sizes() -> list[CheckMessage]:
 
 def _check_cors() -> list[CheckMessage]:
     errors: list[CheckMessage] = []
-    for name in ("EVENTSTREAM_ALLOW_ORIGINS", "EVENTSTREAM_ALLOW_HEADERS"):
-        value = getattr(conf, name)
-        if (
-            isinstance(value, str)
-            or not isinstance(value, Sequence)
-            or not all(isinstance(v, str) for v in value)
-        ):
+    for name in (
+        "EVENTSTREAM_ALLOW_ORIGIN",
+        "EVENTSTREAM_ALLOW_ORIGINS",
+        "EVENTSTREAM_ALLOW_HEADERS",
+    ):
+        value = getattr(settings, name, None)
+        if value is None or isinstance(value, str):
+            continue
+        if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
             errors.append(
                 Error(
-                    f"{name} should be a list of strings, got {value!r}.",
+                    f"{name} should be a list of strings or one comma-separated string, "
+                    f"got {value!r}.",
                     hint=f'For example {name} = ["https://example.com"].'
-                    if name.endswith("ORIGINS")
-                    else f'For example {name} = ["Authorization"].',
+                    if "ORIGIN" in name
+                    else f'For example {name} = ["Authorization"] or "Authorization".',
                     id="grip_eventstream.E008",
                 )
             )
@@ -329,6 +333,28 @@ def _check_cors() -> list[CheckMessage]:
             )
         )
     return errors
+
+
+# Settings that only django-eventstream reads, and why a GRIP proxy makes them unneeded.
+_DJANGO_EVENTSTREAM_ONLY = {
+    "EVENTSTREAM_REDIS": "django-eventstream uses Redis to pass events between the processes "
+    "that hold connections; here Pushpin holds every connection and send_event publishes to "
+    "it from any process",
+    "EVENTSTREAM_STORAGE_CONNECTION": "it configures django-eventstream's RedisStorage; events "
+    "are stored with the Django ORM here (EVENTSTREAM_STORAGE_CLASS)",
+}
+
+
+def _check_foreign_settings() -> list[CheckMessage]:
+    return [
+        Warning(
+            f"{name} is set but grip_eventstream does not read it.",
+            hint=f"Remove it: {why}.",
+            id="grip_eventstream.W006",
+        )
+        for name, why in _DJANGO_EVENTSTREAM_ONLY.items()
+        if hasattr(settings, name)
+    ]
 
 
 def _is_int(value: object) -> bool:

@@ -34,6 +34,18 @@ DEFAULT_MAX_EVENT_BYTES = 64 * 1024
 PublishErrors = Literal["raise", "log"]
 
 
+def string_list(value: object) -> tuple[str, ...]:
+    """A list setting also given as one comma-separated string (django-eventstream's form).
+
+    Values of other types give an empty list here; system check E008 reports them.
+    """
+    if isinstance(value, str):
+        return tuple(part.strip() for part in value.split(",") if part.strip())
+    if isinstance(value, list | tuple) and all(isinstance(v, str) for v in value):
+        return tuple(value)
+    return ()
+
+
 class Settings:
     """The settings this app reads, with their defaults. Documented in the README."""
 
@@ -55,7 +67,11 @@ class Settings:
 
     @property
     def EVENTSTREAM_ALLOW_ORIGINS(self) -> Sequence[str]:
-        return getattr(settings, "EVENTSTREAM_ALLOW_ORIGINS", ())
+        # django-eventstream's older single-origin name wins when set, as it does there.
+        value = getattr(settings, "EVENTSTREAM_ALLOW_ORIGIN", None) or getattr(
+            settings, "EVENTSTREAM_ALLOW_ORIGINS", ()
+        )
+        return string_list(value)
 
     @property
     def EVENTSTREAM_ALLOW_CREDENTIALS(self) -> bool:
@@ -63,7 +79,7 @@ class Settings:
 
     @property
     def EVENTSTREAM_ALLOW_HEADERS(self) -> Sequence[str]:
-        return getattr(settings, "EVENTSTREAM_ALLOW_HEADERS", ())
+        return string_list(getattr(settings, "EVENTSTREAM_ALLOW_HEADERS", ()))
 
     @property
     def EVENTSTREAM_KEEP_ALIVE(self) -> int:

@@ -16,9 +16,9 @@ SETTINGS = {
         "grip_eventstream.channelmanager.DefaultChannelManager",
         "tests.channelmanagers.TestChannelManager",
     ),
-    "EVENTSTREAM_ALLOW_ORIGINS": ((), ["https://example.com"]),
+    "EVENTSTREAM_ALLOW_ORIGINS": ((), ("https://example.com",)),
     "EVENTSTREAM_ALLOW_CREDENTIALS": (False, True),
-    "EVENTSTREAM_ALLOW_HEADERS": ((), ["Authorization"]),
+    "EVENTSTREAM_ALLOW_HEADERS": ((), ("Authorization",)),
     "EVENTSTREAM_KEEP_ALIVE": (20, 5),
     "EVENTSTREAM_LINK_TIMEOUT": (120, 30),
     "EVENTSTREAM_PUBLISH_TIMEOUT": (5.0, 0.5),
@@ -66,3 +66,33 @@ def test_cached_settings_are_settings_of_cached_objects():
         "EVENTSTREAM_STORAGE_CLASS",
         "EVENTSTREAM_CHANNELMANAGER_CLASS",
     } == CACHED_SETTINGS
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("Authorization, Last-Event-ID", ("Authorization", "Last-Event-ID")),
+        ("X-One", ("X-One",)),
+        ("", ()),
+        (" , a ,", ("a",)),
+        (["A", "B"], ("A", "B")),
+        (("A",), ("A",)),
+        (5, ()),
+        ([1], ()),
+        (None, ()),
+    ],
+)
+def test_string_list(value, expected):
+    assert conf_module.string_list(value) == expected
+
+
+def test_allow_origin_is_django_eventstreams_older_name(settings):
+    settings.EVENTSTREAM_ALLOW_ORIGINS = ["https://b.example"]
+    assert conf.EVENTSTREAM_ALLOW_ORIGINS == ("https://b.example",)
+    settings.EVENTSTREAM_ALLOW_ORIGIN = "https://a.example"
+    assert conf.EVENTSTREAM_ALLOW_ORIGINS == ("https://a.example",)
+
+
+def test_allow_headers_string(settings):
+    settings.EVENTSTREAM_ALLOW_HEADERS = "Authorization, X-Custom"
+    assert conf.EVENTSTREAM_ALLOW_HEADERS == ("Authorization", "X-Custom")

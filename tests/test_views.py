@@ -292,6 +292,17 @@ def test_preflight(settings):
     assert response["Access-Control-Max-Age"] == "86400"
 
 
+def test_cors_with_django_eventstreams_setting_forms(settings):
+    settings.EVENTSTREAM_ALLOW_ORIGIN = "https://a.example"
+    settings.EVENTSTREAM_ALLOW_HEADERS = "Authorization, X-Custom"
+    response = call("/events/", "options", sig=None, Origin="https://a.example")
+    assert response["Access-Control-Allow-Origin"] == "https://a.example"
+    assert response["Access-Control-Allow-Headers"] == (
+        "Last-Event-ID, Cache-Control, Authorization, X-Custom"
+    )
+    assert "Access-Control-Allow-Origin" not in call("/events/", Origin="https://b.example")
+
+
 def test_preflight_default_headers(settings):
     settings.EVENTSTREAM_ALLOW_ORIGINS = ["*"]
     response = call("/events/", "options", sig=None, Origin="https://a.example")
