@@ -9,15 +9,26 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0.dev0"
-__all__ = ["PublishError", "channel_permission_changed", "get_current_event_id", "send_event"]
+__all__ = [
+    "PublishError",
+    "channel_permission_changed",
+    "get_current_event_id",
+    "send_event",
+    "send_events",
+]
 
 if TYPE_CHECKING:
-    from .eventstream import channel_permission_changed, get_current_event_id, send_event
+    from .eventstream import (
+        channel_permission_changed,
+        get_current_event_id,
+        send_event,
+        send_events,
+    )
     from .exceptions import PublishError
 
 
 def __getattr__(name: str) -> Any:
-    if name in ("send_event", "get_current_event_id", "channel_permission_changed"):
+    if name in ("send_event", "send_events", "get_current_event_id", "channel_permission_changed"):
         from . import eventstream
 
         return getattr(eventstream, name)

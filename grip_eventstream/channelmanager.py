@@ -17,7 +17,43 @@ from django.http import HttpRequest
 from .conf import conf
 
 
-class DefaultChannelManager:
+class ChannelManagerBase:
+    """The interface of a channel manager, as django-eventstream defines it.
+
+    Subclass :class:`DefaultChannelManager` (which implements every method) to change one
+    decision; subclass this to write all of them.
+    """
+
+    def get_channels_for_request(
+        self, request: HttpRequest, view_kwargs: Mapping[str, Any]
+    ) -> set[str]:
+        raise NotImplementedError
+
+    def get_user(self, request: HttpRequest) -> AbstractBaseUser | None:
+        """The user a stream request is made for; None when anonymous.
+
+        By default the Django user of the request (session cookie, which browsers send
+        through Pushpin). Override it for token authentication on plain views, e.g. a
+        signed token in the query string, since ``EventSource`` cannot set headers. DRF
+        views (:mod:`grip_eventstream.viewsets`) authenticate with DRF instead.
+        """
+        user = getattr(request, "user", None)
+        if user is not None and user.is_authenticated:
+            return user  # type: ignore[no-any-return]
+        return None
+
+    def can_read_channel(self, user: AbstractBaseUser | None, channel: str) -> bool:
+        raise NotImplementedError
+
+    def is_channel_reliable(self, channel: str) -> bool:
+        raise NotImplementedError
+
+    def get_channel_ttl(self, channel: str) -> int:
+        """Seconds events of ``channel`` are kept for replay (EVENTSTREAM_STORAGE_TTL)."""
+        return conf.EVENTSTREAM_STORAGE_TTL
+
+
+class DefaultChannelManager(ChannelManagerBase):
     """Channels from the URL configuration or the query string; everyone may read all.
 
     The default allows every user, anonymous ones included, to read every channel, as
@@ -55,19 +91,6 @@ class DefaultChannelManager:
             return {view_kwargs["channel"]}
         return set(request.GET.getlist("channel"))
 
-    def get_user(self, request: HttpRequest) -> AbstractBaseUser | None:
-        """The user a stream request is made for; None when anonymous.
-
-        By default the Django user of the request (session cookie, which browsers send
-        through Pushpin). Override it for token authentication on plain views, e.g. a
-        signed token in the query string, since ``EventSource`` cannot set headers. DRF
-        views (:mod:`grip_eventstream.viewsets`) authenticate with DRF instead.
-        """
-        user = getattr(request, "user", None)
-        if user is not None and user.is_authenticated:
-            return user  # type: ignore[no-any-return]
-        return None
-
     def can_read_channel(self, user: AbstractBaseUser | None, channel: str) -> bool:
         """Whether ``user`` (None when anonymous) may receive events of ``channel``.
 
@@ -79,7 +102,3 @@ class DefaultChannelManager:
     def is_channel_reliable(self, channel: str) -> bool:
         """Whether events of ``channel`` are stored for replay (needs a storage class)."""
         return True
-
-    def get_channel_ttl(self, channel: str) -> int:
-        """Seconds events of ``channel`` are kept for replay (EVENTSTREAM_STORAGE_TTL)."""
-        return conf.EVENTSTREAM_STORAGE_TTL

@@ -187,7 +187,7 @@ def _bad_proxies(value: object) -> Error:
 
 
 def _check_classes() -> list[CheckMessage]:
-    from .channelmanager import DefaultChannelManager
+    from .channelmanager import ChannelManagerBase
 
     errors: list[CheckMessage] = []
     path = conf.EVENTSTREAM_CHANNELMANAGER_CLASS
@@ -202,11 +202,11 @@ def _check_classes() -> list[CheckMessage]:
             )
         )
     else:
-        if not (isinstance(cls, type) and issubclass(cls, DefaultChannelManager)):
+        if not (isinstance(cls, type) and issubclass(cls, ChannelManagerBase)):
             errors.append(
                 Error(
                     f"EVENTSTREAM_CHANNELMANAGER_CLASS {path!r} is not a subclass of "
-                    "grip_eventstream.channelmanager.DefaultChannelManager.",
+                    "grip_eventstream.channelmanager.ChannelManagerBase.",
                     hint="Subclass DefaultChannelManager and override what you need.",
                     id="grip_eventstream.E003",
                 )

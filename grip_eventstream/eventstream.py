@@ -1,10 +1,10 @@
-"""The public API: send_event, get_current_event_id, channel_permission_changed."""
+"""The public API: send_event(s), get_current_event_id, channel_permission_changed."""
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from django.contrib.auth.base_user import AbstractBaseUser
@@ -15,58 +15,136 @@ from . import grip, sse
 from .conf import conf
 from .cursor import format_cursor
 from .exceptions import PublishError
-from .registry import get_channel_manager, get_publisher, get_storage
-from .replay import escaped_size
+from .registry import (
+    get_background_publisher,
+    get_channel_manager,
+    get_publisher,
+    get_storage,
+)
+from .replay import StoredEvent, escaped_size
 
 logger = logging.getLogger("grip_eventstream")
 
 MAX_EVENT_TYPE_LENGTH = 255
 
 
-def send_event(channel: str, event_type: str, data: Any, json_encode: bool = True) -> None:
+def send_event(
+    channel: str,
+    event_type: str,
+    data: Any,
+    skip_user_ids: Iterable[object] | None = None,
+    async_publish: bool = False,
+    json_encode: bool = True,
+) -> None:
     """Send an event to every subscriber of ``channel``, from any process.
 
-    ``data`` is encoded with Django's ``DjangoJSONEncoder`` (dates, decimals, UUIDs, lazy
-    strings), or sent as is when ``json_encode`` is False (it must then be a str).
+    The parameters are django-eventstream's, in its order. ``data`` is encoded with
+    Django's ``DjangoJSONEncoder`` (dates, decimals, UUIDs, lazy strings), or sent as is when
+    ``json_encode`` is False (it must then be a str). The streams of the users whose
+    primary keys are in ``skip_user_ids`` do not receive the event live (a replay after a
+    reconnect still includes it: stored events are for every reader of the channel).
 
     With storage enabled and the channel reliable, the event is stored first, in the
     caller's transaction when there is one, and published only after that transaction
     commits; a rollback publishes nothing. Without a transaction it is published at once.
 
-    Raises ``TypeError`` for data that cannot be encoded and ``ValueError`` for a bad
-    channel name or event type (nothing is stored or published then), and
+    ``async_publish=False`` (the default) publishes before returning and raises
     ``PublishError`` when a GRIP proxy cannot be reached within
     ``EVENTSTREAM_PUBLISH_TIMEOUT`` (unless ``EVENTSTREAM_PUBLISH_ERRORS = "log"``).
-    """
-    grip.validate_channel(channel)
-    _validate_event_type(event_type)
-    text = _encode_data(data, json_encode, channel, event_type)
-    _check_size(text, channel, event_type)
+    ``async_publish=True`` hands the publish to this process's background publisher and
+    returns at once; failures are logged, and stored events then reach their subscribers
+    through gap repair.
 
+    Raises ``TypeError`` for data that cannot be encoded and ``ValueError`` for a bad
+    channel name or event type or an event over ``EVENTSTREAM_MAX_EVENT_BYTES`` (nothing
+    is stored or published then).
+    """
+    send_events(
+        [(channel, event_type, data)],
+        skip_user_ids=skip_user_ids,
+        async_publish=async_publish,
+        json_encode=json_encode,
+    )
+
+
+def send_events(
+    events: Iterable[tuple[str, str, Any]],
+    *,
+    skip_user_ids: Iterable[object] | None = None,
+    async_publish: bool = False,
+    json_encode: bool = True,
+) -> None:
+    """Send many ``(channel, event_type, data)`` events at once, in order.
+
+    As :func:`send_event` for each, but every event is checked before any is stored, the
+    stored ones are written in one transaction (a batch per channel), and the publish is
+    one request per proxy for all of them.
+    """
+    checked = []
+    for channel, event_type, data in events:
+        grip.validate_channel(channel)
+        _validate_event_type(event_type)
+        text = _encode_data(data, json_encode, channel, event_type)
+        _check_size(text, channel, event_type)
+        checked.append((channel, event_type, text))
+    if not checked:
+        return
+    skip = _skip_users_meta(skip_user_ids)
     storage = get_storage()
     manager = get_channel_manager()
-    if storage is None or not manager.is_channel_reliable(channel):
-        content = sse.encode_event(text, event=event_type)
-        _publish(grip.http_stream_item(channel, content), channel)
-        return
 
-    stored = storage.append_event(channel, event_type, text, manager.get_channel_ttl(channel))
-    # "%I" is replaced by Pushpin's build-id filter with the stream's own cursor (every
-    # subscriber's stream has its own set of channels); so every other "%" is escaped.
-    content = sse.encode_event(
-        grip.escape_for_filter(text), event=grip.escape_for_filter(event_type), id="%I"
-    )
-    item = grip.http_stream_item(
-        channel,
-        content,
-        item_id=str(stored.seq),
-        prev_id=str(stored.seq - 1),
-        build_id=True,
-    )
-    if transaction.get_connection(storage.using).in_atomic_block:
-        transaction.on_commit(lambda: _publish(item, channel), using=storage.using)
+    def reliable(channel: str) -> bool:
+        return storage is not None and manager.is_channel_reliable(channel)
+
+    to_store = [(c, t, text) for c, t, text in checked if reliable(c)]
+    stored: Iterator[StoredEvent] = iter(())
+    if storage is not None and to_store:
+        ttls = {c: manager.get_channel_ttl(c) for c, _, _ in to_store}
+        stored = iter(storage.append_events(to_store, ttls))
+
+    items = []
+    for channel, event_type, text in checked:
+        if reliable(channel):
+            event = next(stored)
+            # "%I" is replaced by Pushpin's build-id filter with the stream's own cursor
+            # (every subscriber's stream has its own set of channels); so every other "%"
+            # is escaped.
+            content = sse.encode_event(
+                grip.escape_for_filter(text), event=grip.escape_for_filter(event_type), id="%I"
+            )
+            item = grip.http_stream_item(
+                channel,
+                content,
+                item_id=str(event.seq),
+                prev_id=str(event.seq - 1),
+                build_id=True,
+                skip_users=skip,
+            )
+        else:
+            content = sse.encode_event(text, event=event_type)
+            item = grip.http_stream_item(channel, content, skip_users=skip)
+        items.append(item)
+    label = checked[0][0] if len(checked) == 1 else f"{checked[0][0]} (+{len(checked) - 1})"
+
+    def publish() -> None:
+        if async_publish:
+            get_background_publisher().submit(items, channel=label)
+        else:
+            _publish(items, label)
+
+    if to_store and storage and transaction.get_connection(storage.using).in_atomic_block:
+        transaction.on_commit(publish, using=storage.using)
     else:
-        _publish(item, channel)
+        publish()
+
+
+def _skip_users_meta(user_ids: Iterable[object] | None) -> str | None:
+    if user_ids is None:
+        return None
+    if isinstance(user_ids, str | bytes):
+        raise TypeError("skip_user_ids is a list of user ids, not a single string")
+    encoded = [grip.user_meta(user_id) for user_id in user_ids]
+    return ",".join(encoded) or None
 
 
 def get_current_event_id(channels: Iterable[str]) -> str:
@@ -101,7 +179,7 @@ def channel_permission_changed(user: AbstractBaseUser, channel: str) -> None:
     grip.validate_channel(channel)
     if get_channel_manager().can_read_channel(user, channel):
         return
-    _publish(grip.hint_item(grip.user_control_channel(user.pk)), channel)
+    _publish([grip.hint_item(grip.user_control_channel(user.pk))], channel)
 
 
 def _validate_event_type(event_type: object) -> None:
@@ -146,9 +224,9 @@ def _encode_data(data: Any, json_encode: bool, channel: str, event_type: str) ->
         ) from exc
 
 
-def _publish(item: dict[str, object], channel: str) -> None:
+def _publish(items: list[dict[str, object]], channel: str) -> None:
     try:
-        get_publisher().publish([item], channel=channel)
+        get_publisher().publish(items, channel=channel)
     except PublishError as exc:
         if conf.EVENTSTREAM_PUBLISH_ERRORS == "log":
             # The message names every failed proxy and why; a traceback would add nothing.

@@ -80,8 +80,7 @@ _CONTROL_PREFIX = "~~u."
 
 def user_control_channel(user_pk: object) -> str:
     """The Pushpin channel every stream of the user with this primary key subscribes to."""
-    encoded = base64.b32encode(str(user_pk).encode("utf-8")).decode("ascii")
-    return _CONTROL_PREFIX + encoded.rstrip("=").lower()
+    return _CONTROL_PREFIX + user_meta(user_pk)
 
 
 @dataclass(frozen=True)
@@ -101,17 +100,25 @@ def hold_headers(
     *,
     keep_alive: int,
     id_format: str | None = None,
+    user: str | None = None,
     link: str | None = None,
     link_timeout: int = 0,
 ) -> dict[str, str]:
-    """Response headers that make Pushpin hold the request open as a stream."""
+    """Response headers that make Pushpin hold the request open as a stream.
+
+    ``user`` is the stream's :func:`user_meta` value, for publishes that skip users.
+    """
     channels = []
     for sub in subscriptions:
         name = sub.channel if sub.raw else pushpin_channel(sub.channel)
         channel = Channel(name, sub.prev_id)
+        # Reliable channels' publishes carry the build-id content filter, which the
+        # subscription must list; skip-users drops publishes whose skip_users meta names
+        # this stream's user.
         if sub.prev_id is not None:
-            # Pushpin only runs a publish's content filters that the subscription allows.
             channel.filters.append("build-id")
+        if not sub.raw:
+            channel.filters.append("skip-users")
         channels.append(channel)
     headers = {
         "Grip-Hold": "stream",
@@ -119,8 +126,13 @@ def hold_headers(
     }
     if keep_alive > 0:
         headers["Grip-Keep-Alive"] = f"{_KEEP_ALIVE_B64}; format=base64; timeout={keep_alive}"
+    meta = []
     if id_format is not None:
-        headers["Grip-Set-Meta"] = f'id_format="{id_format}"'
+        meta.append(f'id_format="{id_format}"')
+    if user is not None:
+        meta.append(f'user="{user}"')
+    if meta:
+        headers["Grip-Set-Meta"] = ", ".join(meta)
     if link is not None:
         headers["Grip-Link"] = link_header(link, link_timeout)
     return headers
@@ -188,21 +200,39 @@ def http_stream_item(
     item_id: str | None = None,
     prev_id: str | None = None,
     build_id: bool = False,
+    skip_users: str | None = None,
 ) -> dict[str, object]:
-    """One item of Pushpin's publish API for the http-stream transport."""
+    """One item of Pushpin's publish API for the http-stream transport.
+
+    ``skip_users``: comma-separated :func:`user_meta` values whose streams skip the item.
+    """
     stream: dict[str, object] = {"content": content}
     if build_id:
+        # Pushpin ends a stream whose subscription's content filters differ from a
+        # publish's list; skip-users is not a content filter: the subscription's runs on
+        # every publish, reading the publish's skip_users meta.
         stream["content-filters"] = ["build-id"]
     item: dict[str, object] = {
         "channel": pushpin_channel(channel),
         "formats": {"http-stream": stream},
     }
-    # Strings only: Pushpin rejects integer ids, and pubcontrol drops falsy ones.
+    # Strings only: Pushpin rejects integer ids.
     if item_id is not None:
         item["id"] = item_id
     if prev_id is not None:
         item["prev-id"] = prev_id
+    if skip_users:
+        item["meta"] = {"skip_users": skip_users}
     return item
+
+
+def user_meta(user_pk: object) -> str:
+    """A user's value in Pushpin's ``user`` meta and ``skip_users`` lists.
+
+    Encoded, because those lists are comma-separated and header values are quoted, while a
+    primary key may be any string.
+    """
+    return base64.b32encode(str(user_pk).encode("utf-8")).decode("ascii").rstrip("=").lower()
 
 
 def hint_item(pushpin_name: str) -> dict[str, object]:

@@ -19,9 +19,11 @@ format of Pushpin's publish API (in :mod:`.grip`).
 
 from __future__ import annotations
 
+import atexit
 import json
 import logging
 import os
+import queue
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -137,6 +139,110 @@ class Publisher:
                 if self._pool is not None:
                     self._pool.shutdown(wait=False)
             self._pid, self._targets, self._pool = -1, [], None
+
+
+class BackgroundPublisher:
+    """Publishes from a background thread, for ``send_event(..., async_publish=True)``.
+
+    The caller never waits for a proxy: items go to a bounded queue, which one daemon
+    thread per process drains, many items per POST. Failures (and items dropped because
+    the queue is full) are logged; stored events then reach their subscribers through gap
+    repair. The queue is flushed at interpreter exit (for up to ``exit_timeout`` seconds),
+    and a forked child starts with an empty queue and its own thread, so an item is never
+    published twice.
+    """
+
+    def __init__(
+        self,
+        publisher: Publisher,
+        *,
+        max_queue: int = 10_000,
+        batch: int = 500,
+        exit_timeout: float = 5.0,
+    ) -> None:
+        self.publisher = publisher
+        self.max_queue = max_queue
+        self.batch = batch
+        self.exit_timeout = exit_timeout
+        self._lock = threading.Lock()
+        self._pid = -1
+        self._queue: queue.Queue[tuple[list[dict[str, object]], str]] = queue.Queue()
+        self._thread: threading.Thread | None = None
+        self._closed = False
+        atexit.register(self.flush)
+
+    def submit(self, items: list[dict[str, object]], *, channel: str = "") -> None:
+        with self._lock:
+            if self._pid != os.getpid():
+                # A fork copied the parent's queue (its items are the parent's to send)
+                # but not its thread.
+                self._pid = os.getpid()
+                self._queue = queue.Queue(self.max_queue)
+                self._thread = threading.Thread(
+                    target=self._run, args=(self._queue,), name="grip-publish", daemon=True
+                )
+                self._thread.start()
+            work = self._queue
+        try:
+            work.put_nowait((items, channel))
+        except queue.Full:
+            logger.error(
+                "send_event(async_publish=True): the background queue is full (%d batches); "
+                "dropped %d item(s) on channel %r. Stored events reach their subscribers "
+                "through gap repair.",
+                self.max_queue,
+                len(items),
+                channel,
+            )
+
+    def _run(self, work: queue.Queue[tuple[list[dict[str, object]], str]]) -> None:
+        while True:
+            items, channel = work.get()
+            taken = 1
+            channels = {channel}
+            while len(items) < self.batch:
+                try:
+                    more, more_channel = work.get_nowait()
+                except queue.Empty:
+                    break
+                items = items + more
+                channels.add(more_channel)
+                taken += 1
+            try:
+                self.publisher.publish(items, channel=", ".join(sorted(channels)))
+            except PublishError as exc:
+                logger.error("send_event(async_publish=True) could not publish: %s", exc)
+            except Exception:  # the thread must survive anything to serve later events
+                logger.exception("send_event(async_publish=True) failed")
+            finally:
+                for _ in range(taken):
+                    work.task_done()
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until everything submitted in this process is published (or failed).
+
+        True when the queue drained within ``timeout`` (default ``exit_timeout``).
+        """
+        with self._lock:
+            if self._pid != os.getpid() or self._thread is None:
+                return True
+            work = self._queue
+        deadline = time.monotonic() + (self.exit_timeout if timeout is None else timeout)
+        with work.all_tasks_done:
+            while work.unfinished_tasks:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    logger.error(
+                        "send_event(async_publish=True): %d batch(es) not published at exit",
+                        work.unfinished_tasks,
+                    )
+                    return False
+                work.all_tasks_done.wait(remaining)
+        return True
+
+    def close(self) -> None:
+        self.flush()
+        atexit.unregister(self.flush)
 
 
 def _bodies(items: Sequence[dict[str, object]]) -> Iterator[bytes]:

@@ -11,9 +11,9 @@ from django.utils.module_loading import import_string
 from .conf import CACHED_SETTINGS, conf
 
 if TYPE_CHECKING:
-    from .channelmanager import DefaultChannelManager
+    from .channelmanager import ChannelManagerBase
     from .proxies import ProxyConfig
-    from .publisher import Publisher
+    from .publisher import BackgroundPublisher, Publisher
     from .storage import EventStorage
 
 
@@ -43,7 +43,14 @@ def get_publisher() -> Publisher:
 
 
 @functools.cache
-def get_channel_manager() -> DefaultChannelManager:
+def get_background_publisher() -> BackgroundPublisher:
+    from .publisher import BackgroundPublisher
+
+    return BackgroundPublisher(get_publisher())
+
+
+@functools.cache
+def get_channel_manager() -> ChannelManagerBase:
     return _instantiate(conf.EVENTSTREAM_CHANNELMANAGER_CLASS, "EVENTSTREAM_CHANNELMANAGER_CLASS")  # type: ignore[no-any-return]
 
 
@@ -69,6 +76,9 @@ def clear_caches(*, setting: str, **kwargs: object) -> None:
     """``setting_changed`` receiver, connected in AppConfig.ready()."""
     if setting not in CACHED_SETTINGS:
         return
+    if get_background_publisher.cache_info().currsize:
+        get_background_publisher().close()
+    get_background_publisher.cache_clear()
     if get_publisher.cache_info().currsize:
         get_publisher().close()
     get_publisher.cache_clear()

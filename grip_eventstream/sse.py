@@ -67,15 +67,17 @@ def encode_event(
 ) -> str:
     """Return one complete event block: ``event``, ``id``, ``retry``, ``data`` lines, blank line.
 
-    ``event`` None or "" gives the default type, "message". ``id`` None leaves the client's last
-    event id alone; ``id=""`` resets it. ``retry`` is the reconnection delay in milliseconds.
-    Empty ``data`` still dispatches an event (with empty data): one ``data: `` line is written.
+    ``event`` None, "" or "message" gives the default type, "message", with no event line.
+    ``id`` None leaves the client's last event id alone; ``id=""`` resets it. ``retry`` is
+    the reconnection delay in milliseconds. Empty ``data`` still dispatches an event (with
+    empty data): one ``data: `` line is written.
     """
     _check_text("data", data)
     lines: list[str] = []
     if event is not None:
         _check_field("event", event)
-        if event:
+        # "message" is the type of an event without an event line; htmx 4 swaps only those.
+        if event and event != "message":
             lines.append(f"event: {event}\n")
     if id is not None:
         _check_field("id", id)

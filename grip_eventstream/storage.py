@@ -5,7 +5,8 @@ Enable with ``EVENTSTREAM_STORAGE_CLASS = "grip_eventstream.storage.DjangoModelS
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import timedelta
 
 from django.db import router, transaction
@@ -33,6 +34,15 @@ class EventStorage:
     def append_event(self, channel: str, event_type: str, data: str, ttl: int) -> StoredEvent:
         raise NotImplementedError
 
+    def append_events(
+        self, events: Sequence[tuple[str, str, str]], ttls: Mapping[str, int]
+    ) -> list[StoredEvent]:
+        """Store ``(channel, event_type, data)`` events in one transaction, in order.
+
+        ``ttls`` gives each channel's retention, for trimming.
+        """
+        return [self.append_event(c, t, d, ttls[c]) for c, t, d in events]
+
     def get_epoch(self) -> str:
         raise NotImplementedError
 
@@ -57,24 +67,50 @@ class DjangoModelStorage(EventStorage):
         return router.db_for_write(Event)
 
     def append_event(self, channel: str, event_type: str, data: str, ttl: int) -> StoredEvent:
+        (event,) = self.append_events([(channel, event_type, data)], {channel: ttl})
+        return event
+
+    def append_events(
+        self, events: Sequence[tuple[str, str, str]], ttls: Mapping[str, int]
+    ) -> list[StoredEvent]:
+        counts = Counter(channel for channel, _, _ in events)
+        if not counts:
+            return []
         using = self.using
         with transaction.atomic(using=using):
             # The UPDATE takes the counter row's write lock (the database lock on SQLite)
             # and keeps it until the transaction ends, so writers to one channel commit in
-            # sequence order and a rollback gives its number back: ids stay gapless.
-            counters = ChannelCounter.objects.using(using)
-            if not counters.filter(channel=channel).update(last_seq=F("last_seq") + 1):
-                # First event of the channel: INSERT ... ON CONFLICT DO NOTHING lets many
-                # processes race here without IntegrityError; the UPDATE then serialises.
-                counters.bulk_create([ChannelCounter(channel=channel)], ignore_conflicts=True)
-                counters.filter(channel=channel).update(last_seq=F("last_seq") + 1)
-            seq = counters.filter(channel=channel).values_list("last_seq", flat=True).get()
-            event = Event.objects.using(using).create(
-                channel=channel, seq=seq, event_type=event_type, data=data
-            )
-            if seq % TRIM_EVERY == 0:
-                self.trim(channel, ttl, limit=TRIM_BATCH)
-        return StoredEvent(channel, seq, event_type, data, event.pk)
+            # sequence order and a rollback gives its numbers back: ids stay gapless.
+            # Channels in sorted order, so that two batches never wait for each other's
+            # locks in opposite orders.
+            next_seq = {}
+            for channel in sorted(counts):
+                next_seq[channel] = self._reserve(using, channel, counts[channel])
+            rows = []
+            for channel, event_type, data in events:
+                seq = next_seq[channel]
+                next_seq[channel] += 1
+                rows.append(Event(channel=channel, seq=seq, event_type=event_type, data=data))
+            # One INSERT, in the given order: the primary keys order the events across
+            # channels for replay.
+            Event.objects.using(using).bulk_create(rows)
+            for channel, count in counts.items():
+                last = next_seq[channel] - 1
+                # One send in TRIM_EVERY per channel trims: when this batch crosses a multiple.
+                if last // TRIM_EVERY != (last - count) // TRIM_EVERY:
+                    self.trim(channel, ttls[channel], limit=TRIM_BATCH)
+        return [StoredEvent(r.channel, r.seq, r.event_type, r.data, r.pk) for r in rows]
+
+    def _reserve(self, using: str, channel: str, count: int) -> int:
+        """Take ``count`` sequence numbers of ``channel``; the first of them."""
+        counters = ChannelCounter.objects.using(using)
+        if not counters.filter(channel=channel).update(last_seq=F("last_seq") + count):
+            # First event of the channel: INSERT ... ON CONFLICT DO NOTHING lets many
+            # processes race here without IntegrityError; the UPDATE then serialises.
+            counters.bulk_create([ChannelCounter(channel=channel)], ignore_conflicts=True)
+            counters.filter(channel=channel).update(last_seq=F("last_seq") + count)
+        last: int = counters.filter(channel=channel).values_list("last_seq", flat=True).get()
+        return last - count + 1
 
     def get_epoch(self) -> str:
         epochs = Epoch.objects.using(self.using)

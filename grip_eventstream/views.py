@@ -269,6 +269,7 @@ def _stream(
             subscriptions,
             keep_alive=conf.EVENTSTREAM_KEEP_ALIVE,
             id_format=id_format,
+            user=None if user is None else grip.user_meta(user.pk),
             link=links.link_url(base, state),
             link_timeout=conf.EVENTSTREAM_LINK_TIMEOUT,
         )

@@ -55,7 +55,15 @@ class EventsViewSet(viewsets.ViewSet):
         return views.serve(request._request, lambda: ([], None), link_token=grip_link)
 
     def _channel_kwargs(self) -> dict[str, Any]:
-        return {"channels": self.channels} if self.channels else dict(self.kwargs)
+        query = self.request.query_params.get("channels")
+        if self.channels:
+            if query is not None:
+                raise views.Refused(400, "This stream's channels are fixed: drop ?channels=.")
+            return {"channels": self.channels}
+        if query is not None:
+            # django-eventstream's form: ?channels=a,b
+            return {"channels": [name for name in query.split(",") if name]}
+        return dict(self.kwargs)
 
     def _channels_and_user(self, request: Request) -> tuple[Sequence[str], Any]:
         channels = views.requested_channels(request._request, self._channel_kwargs())

@@ -75,15 +75,17 @@ def start_stack(
     env: dict | None = None,
     grip_url=None,
     ready_status: int = 200,
+    project: str = "tests",
     **pushpin_options,
 ) -> Stack:
+    """Pushpin in front of gunicorn serving ``project`` (a package with wsgi and settings)."""
     workdir.mkdir(parents=True, exist_ok=True)
     gunicorn = Gunicorn(
-        "tests.wsgi:application",
+        f"{project}.wsgi:application",
         workdir,
         cwd=ROOT,
         env={
-            "DJANGO_SETTINGS_MODULE": "tests.settings",
+            "DJANGO_SETTINGS_MODULE": f"{project}.settings",
             "GES_DB_NAME": db_name,
             "PYTHONPATH": str(ROOT),
             **(env or {}),

@@ -75,3 +75,20 @@ def test_get_user():
     user = User(username="u")
     request.user = user
     assert manager.get_user(request) is user
+
+
+def test_channel_manager_base_is_django_eventstreams_interface(settings):
+    from grip_eventstream.channelmanager import ChannelManagerBase
+
+    base = ChannelManagerBase()
+    for call in (
+        lambda: base.get_channels_for_request(rf.get("/"), {}),
+        lambda: base.can_read_channel(None, "a"),
+        lambda: base.is_channel_reliable("a"),
+    ):
+        with pytest.raises(NotImplementedError):
+            call()
+    assert base.get_user(rf.get("/")) is None
+    settings.EVENTSTREAM_STORAGE_TTL = 77
+    assert base.get_channel_ttl("a") == 77
+    assert isinstance(manager, ChannelManagerBase)

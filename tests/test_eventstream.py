@@ -11,6 +11,7 @@ from grip_eventstream import (
     channel_permission_changed,
     get_current_event_id,
     send_event,
+    send_events,
 )
 from grip_eventstream.grip import pushpin_channel, user_control_channel
 from grip_eventstream.models import Event
@@ -48,7 +49,7 @@ def test_unreliable_event_is_published_at_once_without_id(published, settings):
     assert item["channel"] == "test"
     assert "id" not in item
     assert "prev-id" not in item
-    assert stream(item) == {"content": 'event: message\ndata: {"text": "hello world"}\n\n'}
+    assert stream(item) == {"content": 'data: {"text": "hello world"}\n\n'}
 
 
 @pytest.mark.django_db(transaction=True)
@@ -101,12 +102,12 @@ def test_unserialisable_data_raises_and_stores_nothing(published):
 def test_too_big_events_are_refused_before_storing(published, settings, reliable):
     settings.EVENTSTREAM_MAX_EVENT_BYTES = 1000
     channel = "test" if reliable else "volatile-x"
-    # 495 "%" are 990 bytes once escaped for Pushpin, plus the SSE framing.
+    # 497 "%" are 994 bytes once escaped for Pushpin, plus 8 of SSE framing.
     with pytest.raises(ValueError, match=r"over the limit of 1000 bytes \(EVENTSTREAM_MAX_EVENT"):
-        send_event(channel, "message", "%" * 495, json_encode=False)
+        send_event(channel, "message", "%" * 497, json_encode=False)
     assert not Event.objects.exists()
     assert published.items == []
-    send_event(channel, "message", "%" * 480, json_encode=False)
+    send_event(channel, "message", "%" * 496, json_encode=False)
     assert len(published.items) == 1
 
 
@@ -173,3 +174,76 @@ def test_channel_permission_changed_hints_only_when_access_is_lost(published):
     assert published.items == [
         {"channel": user_control_channel(user.pk), "formats": {"http-stream": {"action": "hint"}}}
     ]
+
+
+# --- django-eventstream's signature, skip_user_ids, send_events -------------------------
+
+
+@pytest.mark.django_db(transaction=True)
+def test_django_eventstream_positional_order(published, settings):
+    settings.EVENTSTREAM_STORAGE_CLASS = None
+    send_event("test", "message", "<li>x</li>", None, False, False)
+    [item] = published.items
+    assert stream(item) == {"content": "data: <li>x</li>\n\n"}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_skip_user_ids_become_publish_meta(published):
+    from grip_eventstream.grip import user_meta
+
+    send_event("test", "message", {}, skip_user_ids=[1, "2", uuid.UUID(int=3)])
+    send_event("test", "message", {}, skip_user_ids=[])
+    first, second = published.items
+    assert first["meta"] == {
+        "skip_users": f"{user_meta(1)},{user_meta(2)},{user_meta(uuid.UUID(int=3))}"
+    }
+    assert "meta" not in second
+
+
+def test_skip_user_ids_must_be_a_list(published):
+    with pytest.raises(TypeError, match="list of user ids"):
+        send_event("test", "message", {}, skip_user_ids="12")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_send_events_stores_all_and_publishes_once(published, settings):
+    calls = []
+    original = published.publish
+
+    def counting(items, channel=""):
+        calls.append(len(items))
+        original(items)
+
+    published.publish = counting
+    send_events([("a", "message", {"n": 1}), ("volatile-b", "t", {"n": 2}), ("a", "u", {"n": 3})])
+    assert calls == [3]
+    a1, b, a2 = published.items
+    assert (a1["id"], a2["id"], a2["prev-id"]) == ("1", "2", "1")
+    assert "id" not in b
+    assert list(Event.objects.values_list("channel", "seq")) == [("a", 1), ("a", 2)]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_send_events_checks_everything_before_storing(published):
+    with pytest.raises(ValueError, match="event_type"):
+        send_events([("a", "message", {}), ("a", "", {})])
+    assert not Event.objects.exists()
+    assert published.items == []
+    send_events([])
+    assert published.items == []
+
+
+@pytest.mark.django_db(transaction=True)
+def test_async_publish_goes_to_the_background_publisher(published, monkeypatch):
+    submitted = []
+
+    class Background:
+        def submit(self, items, *, channel=""):
+            submitted.append((items, channel))
+
+    monkeypatch.setattr("grip_eventstream.eventstream.get_background_publisher", Background)
+    send_event("test", "message", {"n": 1}, async_publish=True)
+    assert published.items == []
+    ((items, channel),) = submitted
+    assert channel == "test"
+    assert items[0]["id"] == "1"

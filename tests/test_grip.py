@@ -161,7 +161,7 @@ def test_hold_headers_unreliable_only():
     headers = grip.hold_headers([grip.Subscription("volatile-a")], keep_alive=20)
     assert headers == {
         "Grip-Hold": "stream",
-        "Grip-Channel": "volatile-a",
+        "Grip-Channel": "volatile-a; filter=skip-users",
         "Grip-Keep-Alive": "OgoK; format=base64; timeout=20",
     }
 
@@ -181,8 +181,8 @@ def test_hold_headers_reliable_with_meta_and_link():
     assert headers == {
         "Grip-Hold": "stream",
         "Grip-Channel": (
-            "volatile-a, test; prev-id=5; filter=build-id, "
-            f"{encoded('room 1')}; prev-id=0; filter=build-id"
+            "volatile-a; filter=skip-users, test; prev-id=5; filter=build-id; filter=skip-users, "
+            f"{encoded('room 1')}; prev-id=0; filter=build-id; filter=skip-users"
         ),
         "Grip-Keep-Alive": "OgoK; format=base64; timeout=15",
         "Grip-Set-Meta": 'id_format="abcdefg.k-%(test)s"',
@@ -211,7 +211,7 @@ def test_hold_headers_raw_subscription_goes_unencoded():
     headers = grip.hold_headers(
         [grip.Subscription("room 1"), grip.Subscription(control, raw=True)], keep_alive=0
     )
-    assert headers["Grip-Channel"] == f"{encoded('room 1')}, {control}"
+    assert headers["Grip-Channel"] == f"{encoded('room 1')}; filter=skip-users, {control}"
 
 
 def test_link_header():
@@ -358,3 +358,28 @@ def test_link_paths_never_carry_header_syntax(path):
     assert not set(encoded) & set(',;<>" \\\t\r\n')
     assert encoded.isascii()
     assert unquote(encoded) == path
+
+
+def test_hold_headers_user_meta():
+    headers = grip.hold_headers(
+        [grip.Subscription("a", "1")], keep_alive=0, id_format="E.%(a)s", user=grip.user_meta(7)
+    )
+    assert headers["Grip-Set-Meta"] == f'id_format="E.%(a)s", user="{grip.user_meta(7)}"'
+    only_user = grip.hold_headers([grip.Subscription("a")], keep_alive=0, user="x")
+    assert only_user["Grip-Set-Meta"] == 'user="x"'
+
+
+@given(st.text())
+def test_user_meta_is_plain_and_distinct(pk):
+    value = grip.user_meta(pk)
+    assert re.fullmatch(r"[a-z2-7]*", value)
+    assert grip.user_meta(pk + "x") != value
+
+
+def test_http_stream_item_skip_users():
+    item = grip.http_stream_item("a", "data: x\n\n", build_id=True, skip_users="ab,cd")
+    assert item["meta"] == {"skip_users": "ab,cd"}
+    assert item["formats"] == {
+        "http-stream": {"content": "data: x\n\n", "content-filters": ["build-id"]}
+    }
+    assert "meta" not in grip.http_stream_item("a", "x")

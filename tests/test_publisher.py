@@ -18,7 +18,7 @@ import pytest
 from grip_eventstream import grip
 from grip_eventstream.exceptions import PublishError
 from grip_eventstream.proxies import CONTROL_CLAIM, parse_proxies
-from grip_eventstream.publisher import MAX_PUBLISH_BODY, Publisher
+from grip_eventstream.publisher import MAX_PUBLISH_BODY, BackgroundPublisher, Publisher
 
 KEY = "grip-eventstream-test-key-0123456789abcdef"
 ITEM = grip.http_stream_item("test", "data: 1\n\n", item_id="1", prev_id="0", build_id=True)
@@ -320,3 +320,102 @@ def test_a_forked_child_builds_its_own_sessions(fake_proxy, make_publisher, monk
     assert publisher._targets is not parent_targets
     assert publisher._targets[0].session is not parent_targets[0].session
     assert len(fake_proxy.requests) == 2
+
+
+# --- BackgroundPublisher ----------------------------------------------------------------
+
+
+class Collecting:
+    """A Publisher stand-in that records batches, blocking while ``gate`` is clear."""
+
+    def __init__(self, fail: bool = False) -> None:
+        self.batches: list[list[dict[str, object]]] = []
+        self.gate = threading.Event()
+        self.gate.set()
+        self.fail = fail
+
+    def publish(self, items, *, channel=""):
+        self.gate.wait(5)
+        self.batches.append(list(items))
+        if self.fail:
+            raise PublishError([("http://p", "connection refused")], channel=channel)
+
+
+def item(n: int) -> dict[str, object]:
+    return grip.http_stream_item("c", f"data: {n}\n\n", item_id=str(n))
+
+
+def test_background_batches_in_order_and_flushes():
+    sink = Collecting()
+    background = BackgroundPublisher(sink, batch=10)  # type: ignore[arg-type]
+    sink.gate.clear()  # the first batch waits: the others pile up
+    for n in range(25):
+        background.submit([item(n)], channel="c")
+    sink.gate.set()
+    assert background.flush(timeout=5)
+    assert [i["id"] for batch in sink.batches for i in batch] == [str(n) for n in range(25)]
+    assert len(sink.batches) < 25  # many items per publish
+    assert all(len(batch) <= 10 for batch in sink.batches[1:])
+    background.close()
+
+
+def test_background_full_queue_drops_and_logs(caplog):
+    sink = Collecting()
+    background = BackgroundPublisher(sink, max_queue=2)  # type: ignore[arg-type]
+    sink.gate.clear()
+    for n in range(6):
+        background.submit([item(n)], channel="c")
+    assert "the background queue is full" in caplog.text
+    sink.gate.set()
+    assert background.flush(timeout=5)
+    published = [i["id"] for batch in sink.batches for i in batch]
+    assert 2 <= len(published) < 6
+    background.close()
+
+
+def test_background_errors_are_logged_and_the_thread_lives_on(caplog):
+    sink = Collecting(fail=True)
+    background = BackgroundPublisher(sink)  # type: ignore[arg-type]
+    background.submit([item(1)], channel="c")
+    assert background.flush(timeout=5)
+    assert "could not publish" in caplog.text
+    sink.fail = False
+    background.submit([item(2)], channel="c")
+    assert background.flush(timeout=5)
+    assert sink.batches[-1] == [item(2)]
+    background.close()
+
+
+def test_background_flush_gives_up_after_its_timeout(caplog):
+    sink = Collecting()
+    background = BackgroundPublisher(sink)  # type: ignore[arg-type]
+    sink.gate.clear()
+    background.submit([item(1)], channel="c")
+    assert background.flush(timeout=0.2) is False
+    assert "not published at exit" in caplog.text
+    sink.gate.set()
+    assert background.flush(timeout=5)
+    background.close()
+
+
+def test_background_flush_with_nothing_submitted():
+    background = BackgroundPublisher(Collecting())  # type: ignore[arg-type]
+    assert background.flush(timeout=0)
+    background.close()
+
+
+def test_background_forked_child_starts_empty(monkeypatch):
+    sink = Collecting()
+    background = BackgroundPublisher(sink)  # type: ignore[arg-type]
+    sink.gate.clear()
+    background.submit([item(1)], channel="c")
+    parent_queue = background._queue
+    monkeypatch.setattr("grip_eventstream.publisher.os.getpid", lambda: -7)
+    background.submit([item(2)], channel="c")
+    assert background._queue is not parent_queue
+    sink.gate.set()
+    assert background.flush(timeout=5)
+    # The child's thread sent only the child's item.
+    assert [item(2)] in sink.batches
+    monkeypatch.undo()
+    background.close()

@@ -50,7 +50,7 @@ def test_leading_space_in_data_survives():
     assert SSEParser().feed(encoded)[0].data == "  indented\n x"
 
 
-@pytest.mark.parametrize("event", [None, ""])
+@pytest.mark.parametrize("event", [None, "", "message"])
 def test_no_event_line_means_message(event):
     encoded = encode_event("x", event=event)
     assert encoded == "data: x\n\n"

@@ -110,3 +110,43 @@ def test_model_strings():
     assert str(Event(channel="a", seq=2, event_type="m")) == "a#2 m"
     assert str(ChannelCounter(channel="a", last_seq=3)) == "a@3"
     assert str(Epoch(value="abc")) == "abc"
+
+
+def test_append_events_numbers_per_channel_and_orders_across(store):
+    store.append_event("b", "m", "{}", 60)
+    events = store.append_events(
+        [("a", "t1", "1"), ("b", "t2", "2"), ("a", "t3", "3"), ("c", "t4", "4")],
+        {"a": 60, "b": 60, "c": 60},
+    )
+    assert [(e.channel, e.seq, e.event_type, e.data) for e in events] == [
+        ("a", 1, "t1", "1"),
+        ("b", 2, "t2", "2"),
+        ("a", 2, "t3", "3"),
+        ("c", 1, "t4", "4"),
+    ]
+    assert [e.order for e in events] == sorted(e.order for e in events)
+    assert store.get_current_ids(["a", "b", "c"]) == {"a": 2, "b": 2, "c": 1}
+    assert store.append_events([], {}) == []
+
+
+def test_append_events_is_one_transaction(store, monkeypatch):
+    from django.db import IntegrityError
+
+    Event.objects.create(channel="a", seq=2, event_type="m", data="{}")  # a clash at seq 2
+    with pytest.raises(IntegrityError):
+        store.append_events([("b", "m", "1"), ("a", "m", "2"), ("a", "m", "3")], {"a": 1, "b": 1})
+    assert store.get_current_ids(["a", "b"]) == {"a": 0, "b": 0}
+    assert not Event.objects.filter(channel="b").exists()
+
+
+def test_a_batch_crossing_the_trim_point_trims(store, monkeypatch):
+    monkeypatch.setattr(storage_module, "TRIM_EVERY", 4)
+    old = timezone.now() - timedelta(hours=2)
+    Event.objects.bulk_create(
+        Event(channel="a", seq=i, event_type="m", data="{}", created=old) for i in range(1, 3)
+    )
+    ChannelCounter.objects.create(channel="a", last_seq=2)
+    store.append_events([("a", "m", "{}")], {"a": 3600})  # seq 3: no trim
+    assert Event.objects.filter(channel="a").count() == 3
+    store.append_events([("a", "m", "{}")] * 3, {"a": 3600})  # 4 to 6 cross 4: trims
+    assert Event.objects.filter(channel="a").count() == 4

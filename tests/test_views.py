@@ -78,8 +78,12 @@ def channel_header(response) -> dict[str, str | None]:
     result = {}
     for part in response["Grip-Channel"].split(", "):
         name, *params = part.split("; ")
-        values = dict(p.split("=", 1) for p in params)
-        assert ("prev-id" in values) == (values.get("filter") == "build-id"), part
+        pairs = [p.split("=", 1) for p in params]
+        values = dict(pairs)
+        filters = [v for k, v in pairs if k == "filter"]
+        assert ("prev-id" in values) == ("build-id" in filters), part
+        # Every channel but the reserved user channel allows publishes that skip users.
+        assert ("skip-users" in filters) == (not name.startswith("~~")), part
         result[name] = values.get("prev-id")
     return result
 

@@ -21,6 +21,13 @@
  *   source.addEventListener("message", (e) => console.log(e.data, e.lastEventId));
  *   source.addEventListener("stream-reset", (e) => reload());
  *   source.close();
+ *
+ * Options: withCredentials; maxRetryDelay (ms, default 30000); lastEventId (resume after
+ * this id from the first request); eventSourceClass (the EventSource class to wrap).
+ *
+ * The same class is also defined as ReconnectingEventSource, with the option names of
+ * django-eventstream's client (max_retry_time for maxRetryDelay), and this file is also
+ * served as grip_eventstream/reconnecting-eventsource.js, the name its templates load.
  */
 (function (global) {
   "use strict";
@@ -35,9 +42,10 @@
       options = options || {};
       this.url = String(url);
       this.withCredentials = Boolean(options.withCredentials);
-      this.maxRetryDelay = options.maxRetryDelay || 30000;
+      this.maxRetryDelay = options.maxRetryDelay || options.max_retry_time || 30000;
       this.readyState = CONNECTING;
-      this.lastEventId = "";
+      this.lastEventId = options.lastEventId ? String(options.lastEventId) : "";
+      this._EventSource = options.eventSourceClass || global.EventSource;
       this.onopen = null;
       this.onmessage = null;
       this.onerror = null;
@@ -78,7 +86,7 @@
     }
 
     _open() {
-      const source = new global.EventSource(this._resumeUrl(), {
+      const source = new this._EventSource(this._resumeUrl(), {
         withCredentials: this.withCredentials,
       });
       this._source = source;
@@ -169,4 +177,5 @@
   GripEventSource.OPEN = OPEN;
   GripEventSource.CLOSED = CLOSED;
   global.GripEventSource = GripEventSource;
+  global.ReconnectingEventSource = GripEventSource;
 })(window);
