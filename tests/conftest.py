@@ -179,6 +179,38 @@ def private_stack(test_db_name, settings, transactional_db, tmp_path, request) -
     stack.stop()
 
 
+# Front-end packages the browser tests load, installed from the npm registry at test time
+# (never copied into the repository); npm aliases let two htmx majors live side by side.
+NPM_PACKAGES = {
+    "htmx2": "npm:htmx.org@2.0.11",
+    "htmx-ext-sse": "2.2.4",
+    "htmx4": "npm:htmx.org@4.0.1",
+}
+NPM_DIR = ROOT / ".run" / "npm"
+
+
+@pytest.fixture(scope="session")
+def npm_packages() -> Path:
+    """node_modules with NPM_PACKAGES, installed once per checkout (tests/views.npm_file)."""
+    modules = NPM_DIR / "node_modules"
+    stamp = NPM_DIR / "installed.json"
+    if stamp.exists() and json.loads(stamp.read_text()) == NPM_PACKAGES:
+        return modules
+    npm = shutil.which("npm")
+    if npm is None:
+        pytest.fail("npm is not installed: apt-get install npm (the htmx tests need it)")
+    NPM_DIR.mkdir(parents=True, exist_ok=True)
+    specs = [f"{name}@{spec}" for name, spec in NPM_PACKAGES.items()]
+    subprocess.run(
+        [npm, "install", "--no-audit", "--no-fund", "--prefix", str(NPM_DIR), *specs],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    stamp.write_text(json.dumps(NPM_PACKAGES))
+    return modules
+
+
 def events(text: str, *, skip=("stream-reset",)) -> list[Event]:
     return [e for e in SSEParser().feed(text) if e.type not in skip]
 

@@ -644,26 +644,30 @@ id_cache_ttl={self.id_cache_ttl}
         popen = self._popen
         if popen is None:
             return
+        services = self._our_children()
         _terminate(popen, 5)
-        self._finish(popen)
+        self._finish(popen, services)
 
     def kill(self) -> None:
         """Simulate a crash: SIGKILL the runner and its 4 services at the same time."""
         popen = self._popen
         if popen is None:
             return
-        for pid in [popen.pid, *self._our_children()]:
+        services = self._our_children()
+        for pid in [popen.pid, *services]:
             _signal_pid(pid, signal.SIGKILL)
         popen.wait()
-        self._finish(popen)
+        self._finish(popen, services)
 
-    def _finish(self, popen: subprocess.Popen[bytes]) -> None:
+    def _finish(self, popen: subprocess.Popen[bytes], services: Sequence[int]) -> None:
         # After a runner crash (or a kill()) the services keep running: finish them off.
         leftovers = self._our_children()
         for pid in leftovers:
             _signal_pid(pid, signal.SIGKILL)
         _signal_group(popen.pid, signal.SIGKILL)
-        alive = _wait_gone(leftovers, 5)
+        # Also the services known before the signals: a process that is exiting has an
+        # empty /proc cmdline, so _our_children() no longer sees it, yet it is not gone.
+        alive = _wait_gone(sorted({*leftovers, *services}), 5)
         self._release()
         if self._own_rundir:
             shutil.rmtree(self.rundir, ignore_errors=True)

@@ -118,20 +118,32 @@ def test_stop_leaves_nothing_and_is_idempotent(app: Gunicorn, tmp_path: Path) ->
         requests.get(proxy.url + "/", timeout=1)
 
 
+def start_time(pid: int) -> str | None:
+    """The start time of a process (clock ticks after boot), None if it is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat[stat.rindex(")") + 2 :].split()[19]
+
+
 def test_kill_leaves_no_process_and_restart_reuses_the_ports(pushpin: Pushpin) -> None:
     with read_sse(pushpin.url + "/") as reader:
         reader.wait_contains("data: x")
-        services = pushpin.child_pids()
+        services = {pid: start_time(pid) for pid in pushpin.child_pids().values()}
         ports = (pushpin.http_port, pushpin.control_port)
         pushpin.kill()
         pushpin.kill()
         reader.wait_ended()
     assert pushpin.processes() == []
-    assert not any(pid_alive(pid) for pid in services.values())
+    # The same processes (pid and start time: pids are reused quickly when pid_max is 32768).
+    assert not any(pid_alive(pid) and start_time(pid) == t for pid, t in services.items())
 
     pushpin.start()
     assert (pushpin.http_port, pushpin.control_port) == ports
-    assert set(pushpin.child_pids().values()).isdisjoint(services.values())
+    assert {(pid, start_time(pid)) for pid in pushpin.child_pids().values()}.isdisjoint(
+        services.items()
+    )
     assert_streams_through(pushpin)
 
 

@@ -16,5 +16,7 @@ urlpatterns = [
     path("send/", views.send),
     path("login/", views.login_view),
     path("page/", views.page),
+    path("htmx/", views.htmx_page),
+    path("npm/<path:path>", views.npm_file),
     *drf.router.urls,
 ]

@@ -6,7 +6,7 @@ from urllib.parse import urlencode
 
 from django.contrib.auth import get_user_model, login
 from django.contrib.auth.models import Group
-from django.http import HttpResponse, JsonResponse
+from django.http import FileResponse, Http404, HttpResponse, JsonResponse
 from django.shortcuts import render
 from django.views.decorators.csrf import csrf_exempt
 
@@ -47,3 +47,29 @@ def page(request):
     if request.GET.get("client") == "grip":  # the library's reconnecting client
         context["client_js"] = CLIENT_JS.read_text()
     return render(request, "page.html", context)
+
+
+NPM_MODULES = Path(__file__).resolve().parent.parent / ".run" / "npm" / "node_modules"
+HTMX = {
+    "2": ["htmx2/dist/htmx.min.js", "htmx-ext-sse/dist/sse.js"],
+    "4": ["htmx4/dist/htmx.min.js", "htmx4/dist/ext/hx-sse.js"],
+}
+
+
+def npm_file(request, path):
+    """Files of the npm packages the tests installed (tests.conftest.npm_packages)."""
+    file = (NPM_MODULES / path).resolve()
+    if not file.is_relative_to(NPM_MODULES) or not file.is_file():
+        raise Http404(path)
+    return FileResponse(file.open("rb"), content_type="text/javascript")
+
+
+def htmx_page(request):
+    """An htmx page whose list is filled by SSE: ?version=2 (htmx-ext-sse) or 4 (hx-sse)."""
+    version = request.GET["version"]
+    channel = request.GET["channel"]
+    return render(
+        request,
+        "htmx.html",
+        {"version": version, "channel": channel, "scripts": HTMX[version]},
+    )

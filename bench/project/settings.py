@@ -1,0 +1,49 @@
+import os
+
+SECRET_KEY = "bench"
+DEBUG = False
+ALLOWED_HOSTS = ["*"]
+USE_TZ = True
+INSTALLED_APPS = [
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "grip_eventstream",
+]
+# A typical project's middleware, the same for every view measured.
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+]
+ROOT_URLCONF = "bench.project.urls"
+
+_db = os.environ.get("GES_BENCH_DB", "/tmp/bench.sqlite3")
+if _db.startswith("postgres:"):
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.postgresql",
+            "HOST": "127.0.0.1",
+            "PORT": "5432",
+            "USER": "postgres",
+            "NAME": _db.removeprefix("postgres:"),
+        }
+    }
+else:
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": _db,
+            "OPTIONS": {
+                "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+                "transaction_mode": "IMMEDIATE",
+                "timeout": 30,
+            },
+        }
+    }
+
+GRIP_URL = os.environ.get("GRIP_URL", "http://127.0.0.1:5561")
+EVENTSTREAM_STORAGE_CLASS = "grip_eventstream.storage.DjangoModelStorage"
+EVENTSTREAM_PUBLISH_ERRORS = os.environ.get("GES_BENCH_PUBLISH_ERRORS", "raise")
