@@ -30,6 +30,26 @@ def new_epoch() -> str:
     return base64.b32encode(secrets.token_bytes(5)).decode("ascii").lower()[:7]
 
 
+_BASE32 = "abcdefghijklmnopqrstuvwxyz234567"
+
+
+def epoch_to_int(epoch: str) -> int:
+    """An epoch as a number below 2**35, for storage in an integer column."""
+    value = 0
+    for char in epoch:
+        value = value * 32 + _BASE32.index(char)
+    return value
+
+
+def epoch_from_int(value: int) -> str:
+    """Inverse of :func:`epoch_to_int`."""
+    chars = []
+    for _ in range(7):
+        value, digit = divmod(value, 32)
+        chars.append(_BASE32[digit])
+    return "".join(reversed(chars))
+
+
 def channel_key(channel: str) -> str:
     """Six base32 characters (30 bits) identifying a channel inside one cursor."""
     digest = hashlib.sha256(channel.encode("utf-8")).digest()

@@ -160,7 +160,8 @@ def get_current_event_id(channels: Iterable[str]) -> str:
     reliable = [c for c in names if storage is not None and manager.is_channel_reliable(c)]
     if storage is None or not reliable:
         return ""
-    return format_cursor(storage.get_epoch(), storage.get_current_ids(reliable), reliable)
+    epoch, current = storage.get_state(reliable)
+    return format_cursor(epoch, current, reliable)
 
 
 def channel_permission_changed(user: AbstractBaseUser, channel: str) -> None:

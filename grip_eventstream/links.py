@@ -12,8 +12,10 @@ Pushpin a fresh one, so a token copied from an access log soon stops working.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
+from django.conf import settings
 from django.core import signing
 
 from . import grip
@@ -45,7 +47,27 @@ class LinkState:
     filtered: bool = False
 
 
+# Tokens made in the current second, by state and SECRET_KEY: signing stamps whole seconds,
+# so a token made again within the same second would be the same string.
+_made: dict[tuple[LinkState, str], str] = {}
+_made_second = -1
+
+
 def make_token(state: LinkState) -> str:
+    global _made_second
+    second = int(time.time())
+    key = (state, settings.SECRET_KEY)
+    if second == _made_second and key in _made:
+        return _made[key]
+    token = _sign(state)
+    if second != _made_second or len(_made) >= 1024:
+        _made.clear()
+        _made_second = second
+    _made[key] = token
+    return token
+
+
+def _sign(state: LinkState) -> str:
     payload: dict[str, object] = {"c": list(state.channels), "u": state.user_pk}
     if state.resume is not None:
         payload["r"] = state.resume

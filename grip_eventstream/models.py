@@ -24,24 +24,17 @@ class Event(models.Model):
 
 
 class ChannelCounter(models.Model):
-    """The last sequence number given out per channel; its row lock orders the writers."""
+    """The last sequence number given out per channel; its row lock orders the writers.
+
+    One row is not a channel: ``channel=""`` (a name no channel can have) holds the epoch
+    of these tables, so that one query reads the epoch with the channels' last numbers.
+    The epoch is a random value that changes whenever the tables start afresh: cursors
+    carry it, so a cursor from an earlier (or another) database is recognised and answered
+    with a ``stream-reset`` instead of being trusted.
+    """
 
     channel = models.CharField(max_length=255, primary_key=True)
     last_seq = models.BigIntegerField(default=0)
 
     def __str__(self) -> str:
         return f"{self.channel}@{self.last_seq}"
-
-
-class Epoch(models.Model):
-    """One row: a random value that changes whenever the event tables start afresh.
-
-    Cursors carry it, so a cursor from an earlier (or another) database is recognised
-    and answered with a ``stream-reset`` instead of being trusted.
-    """
-
-    id = models.PositiveSmallIntegerField(primary_key=True)
-    value = models.CharField(max_length=16)
-
-    def __str__(self) -> str:
-        return self.value

@@ -145,8 +145,8 @@ def verification_keys(proxies: Sequence[ProxyConfig]) -> list[tuple[str | bytes,
     ]
 
 
-def verify_grip_sig(token: str, keys: Sequence[tuple[str | bytes, str]]) -> None:
-    """Return if ``token`` is a Grip-Sig of one of the proxies; raise InvalidSignature if not.
+def verify_grip_sig(token: str, keys: Sequence[tuple[str | bytes, str]]) -> dict[str, Any]:
+    """The claims if ``token`` is a Grip-Sig of one of the proxies; InvalidSignature if not.
 
     A valid Grip-Sig is a JWT signed with the proxy's key (HS256 for a shared secret,
     ES256 / RS256 for a public key), with an integer ``exp`` in the future and ``iss``
@@ -170,5 +170,30 @@ def verify_grip_sig(token: str, keys: Sequence[tuple[str | bytes, str]]) -> None
         if CONTROL_CLAIM in claims:
             reasons.append("a control-port publish token is not a Grip-Sig")
             continue
-        return
+        return claims
     raise InvalidSignature("; ".join(reasons) or "no verification key is configured")
+
+
+class SignatureVerifier:
+    """:func:`verify_grip_sig` that remembers the tokens that passed, until they expire.
+
+    Pushpin signs every request forwarded in the same second with the same token, so in a
+    burst of subscribes (a reconnect storm) each token is verified once, not once per
+    request. Only tokens that fully verified are remembered, with their ``exp``, which is
+    checked again on every use; the memory is bounded and belongs to one set of keys.
+    """
+
+    def __init__(self, keys: Sequence[tuple[str | bytes, str]], size: int = 256) -> None:
+        self.keys = list(keys)
+        self.size = size
+        self._passed: dict[str, float] = {}
+
+    def verify(self, token: str, now: float | None = None) -> None:
+        now = time.time() if now is None else now
+        expires = self._passed.get(token)
+        if expires is not None and now < expires:
+            return
+        claims = verify_grip_sig(token, self.keys)
+        if len(self._passed) >= self.size:
+            self._passed.clear()
+        self._passed[token] = claims["exp"]

@@ -12,7 +12,7 @@ from .conf import CACHED_SETTINGS, conf
 
 if TYPE_CHECKING:
     from .channelmanager import ChannelManagerBase
-    from .proxies import ProxyConfig
+    from .proxies import ProxyConfig, SignatureVerifier
     from .publisher import BackgroundPublisher, Publisher
     from .storage import EventStorage
 
@@ -28,11 +28,12 @@ def get_proxies() -> tuple[ProxyConfig, ...]:
 
 
 @functools.cache
-def get_verification_keys() -> tuple[tuple[str | bytes, str], ...]:
-    """(key, issuer) of every proxy whose Grip-Sig can be verified."""
-    from .proxies import verification_keys
+def get_verifier() -> SignatureVerifier | None:
+    """Verifies Grip-Sig with every proxy's key; None when no proxy has one."""
+    from .proxies import SignatureVerifier, verification_keys
 
-    return tuple(verification_keys(get_proxies()))
+    keys = verification_keys(get_proxies())
+    return SignatureVerifier(keys) if keys else None
 
 
 @functools.cache
@@ -83,6 +84,6 @@ def clear_caches(*, setting: str, **kwargs: object) -> None:
         get_publisher().close()
     get_publisher.cache_clear()
     get_proxies.cache_clear()
-    get_verification_keys.cache_clear()
+    get_verifier.cache_clear()
     get_channel_manager.cache_clear()
     get_storage.cache_clear()

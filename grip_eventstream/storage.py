@@ -6,15 +6,15 @@ Enable with ``EVENTSTREAM_STORAGE_CLASS = "grip_eventstream.storage.DjangoModelS
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import timedelta
 
-from django.db import router, transaction
-from django.db.models import F, Max
+from django.db import connections, router, transaction
+from django.db.models import Max
 from django.utils import timezone
 
-from .cursor import new_epoch
-from .models import ChannelCounter, Epoch, Event
+from .cursor import epoch_from_int, epoch_to_int, new_epoch
+from .models import ChannelCounter, Event
 from .replay import StoredEvent
 
 __all__ = ["DjangoModelStorage", "EventStorage", "StoredEvent"]
@@ -24,6 +24,18 @@ __all__ = ["DjangoModelStorage", "EventStorage", "StoredEvent"]
 # management command clears any size).
 TRIM_EVERY = 32
 TRIM_BATCH = 200
+# The counter row that holds the epoch: "" is not a valid channel name.
+EPOCH_ROW = ""
+
+
+def _counter_names(quote: Callable[[str], str]) -> tuple[str, str, str]:
+    """The quoted table and column names of ChannelCounter, for the hand-written queries."""
+    meta = ChannelCounter._meta
+    return (
+        quote(meta.db_table),
+        quote(str(meta.get_field("channel").column)),
+        quote(str(meta.get_field("last_seq").column)),
+    )
 
 
 class EventStorage:
@@ -48,6 +60,10 @@ class EventStorage:
 
     def get_current_ids(self, channels: Iterable[str]) -> dict[str, int]:
         raise NotImplementedError
+
+    def get_state(self, channels: Iterable[str]) -> tuple[str, dict[str, int]]:
+        """The epoch and the last seq of each channel (0 for none), read together."""
+        return self.get_epoch(), self.get_current_ids(channels)
 
     def get_events(self, channel: str, after: int, limit: int) -> list[StoredEvent]:
         raise NotImplementedError
@@ -103,31 +119,69 @@ class DjangoModelStorage(EventStorage):
 
     def _reserve(self, using: str, channel: str, count: int) -> int:
         """Take ``count`` sequence numbers of ``channel``; the first of them."""
-        counters = ChannelCounter.objects.using(using)
-        if not counters.filter(channel=channel).update(last_seq=F("last_seq") + count):
-            # First event of the channel: INSERT ... ON CONFLICT DO NOTHING lets many
-            # processes race here without IntegrityError; the UPDATE then serialises.
-            counters.bulk_create([ChannelCounter(channel=channel)], ignore_conflicts=True)
-            counters.filter(channel=channel).update(last_seq=F("last_seq") + count)
-        last: int = counters.filter(channel=channel).values_list("last_seq", flat=True).get()
-        return last - count + 1
+        connection = connections[using]
+        table, name, last_seq = _counter_names(connection.ops.quote_name)
+        update = f"UPDATE {table} SET {last_seq} = {last_seq} + %s WHERE {name} = %s"
+        # UPDATE ... RETURNING where the database has it (SQLite 3.35+, PostgreSQL): one
+        # statement instead of two on every send (profiled: a quarter of send_event), and
+        # written in SQL as the ORM has no UPDATE ... RETURNING.
+        returning = connection.features.can_return_columns_from_insert
+        for attempt in range(2):
+            with connection.cursor() as cursor:
+                if returning:
+                    cursor.execute(f"{update} RETURNING {last_seq}", [count, channel])
+                    row = cursor.fetchone()
+                else:
+                    cursor.execute(update, [count, channel])
+                    row = None
+                    if cursor.rowcount:
+                        cursor.execute(
+                            f"SELECT {last_seq} FROM {table} WHERE {name} = %s", [channel]
+                        )
+                        row = cursor.fetchone()
+            if row is not None:
+                last: int = row[0]
+                return last - count + 1
+            if attempt == 0:
+                # First event of the channel: INSERT ... ON CONFLICT DO NOTHING lets many
+                # processes race here without IntegrityError; the UPDATE then serialises.
+                ChannelCounter.objects.using(using).bulk_create(
+                    [ChannelCounter(channel=channel)], ignore_conflicts=True
+                )
+        raise RuntimeError(f"the counter row of channel {channel!r} could not be updated")
 
     def get_epoch(self) -> str:
-        epochs = Epoch.objects.using(self.using)
-        value = epochs.filter(pk=1).values_list("value", flat=True).first()
-        if value is None:
-            epochs.bulk_create([Epoch(pk=1, value=new_epoch())], ignore_conflicts=True)
-            value = epochs.values_list("value", flat=True).get(pk=1)
-        return value
+        return self.get_state(())[0]
 
     def get_current_ids(self, channels: Iterable[str]) -> dict[str, int]:
+        return self.get_state(channels)[1]
+
+    def get_state(self, channels: Iterable[str]) -> tuple[str, dict[str, int]]:
         wanted = list(channels)
-        found = dict(
-            ChannelCounter.objects.using(self.using)
-            .filter(channel__in=wanted)
-            .values_list("channel", "last_seq")
-        )
-        return {channel: found.get(channel, 0) for channel in wanted}
+        using = self.using
+        # One query: every subscribe and next-link request needs both (see ChannelCounter).
+        # Written in SQL because building the equivalent QuerySet took longer than running
+        # it (profiled: with the ORM, half of a whole subscribe request).
+        connection = connections[using]
+        table, channel, last_seq = _counter_names(connection.ops.quote_name)
+        marks = ", ".join(["%s"] * (len(wanted) + 1))
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"SELECT {channel}, {last_seq} FROM {table} WHERE {channel} IN ({marks})",
+                [EPOCH_ROW, *wanted],
+            )
+            found = dict(cursor.fetchall())
+        epoch = found.pop(EPOCH_ROW, None)
+        if epoch is None:
+            # First use of these tables, or they started afresh: a new epoch. Concurrent
+            # first requests race here; ON CONFLICT DO NOTHING keeps the first one's.
+            counters = ChannelCounter.objects.using(using)
+            counters.bulk_create(
+                [ChannelCounter(channel=EPOCH_ROW, last_seq=epoch_to_int(new_epoch()))],
+                ignore_conflicts=True,
+            )
+            epoch = counters.filter(channel=EPOCH_ROW).values_list("last_seq", flat=True).get()
+        return epoch_from_int(epoch), {name: found.get(name, 0) for name in wanted}
 
     def get_events(self, channel: str, after: int, limit: int) -> list[StoredEvent]:
         rows = (
@@ -155,4 +209,5 @@ class DjangoModelStorage(EventStorage):
         return deleted
 
     def channels(self) -> list[str]:
-        return list(ChannelCounter.objects.using(self.using).values_list("channel", flat=True))
+        counters = ChannelCounter.objects.using(self.using).exclude(channel=EPOCH_ROW)
+        return list(counters.values_list("channel", flat=True))

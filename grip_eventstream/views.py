@@ -19,8 +19,8 @@ from .conf import conf
 from .cors import cors_headers, preflight_headers
 from .cursor import id_format
 from .exceptions import InvalidChannel
-from .proxies import InvalidSignature, verify_grip_sig
-from .registry import get_channel_manager, get_storage, get_verification_keys
+from .proxies import InvalidSignature
+from .registry import get_channel_manager, get_storage, get_verifier
 
 logger = logging.getLogger("grip_eventstream")
 
@@ -126,11 +126,11 @@ def _check_proxy(request: HttpRequest) -> None:
             "came to Django directly. Connect through the proxy (Pushpin listens on port "
             "7999 by default) and route it to this server.",
         )
-    keys = get_verification_keys()
-    if not keys:
-        return  # nothing to verify with: system check W002 says so
+    verifier = get_verifier()
+    if verifier is None:
+        return  # nothing to verify with: system check W001 says so
     try:
-        verify_grip_sig(signature, keys)
+        verifier.verify(signature)
     except InvalidSignature as exc:
         # The reason (wrong issuer, expired, bad signature) is for the operator, not the
         # client: it would tell an attacker which part of a forgery to fix.
@@ -277,7 +277,7 @@ def _stream(
     if storage is None or not reliable:
         return _with_headers(response, hold())
 
-    epoch = storage.get_epoch()
+    epoch, current = storage.get_state(reliable)
     if link is None:
         # The browser sends Last-Event-ID on its own reconnects, newer than any
         # lastEventId the page put in the URL, so the header wins.
@@ -295,7 +295,7 @@ def _stream(
         replay.ReplayRequest(
             epoch=epoch,
             channels=reliable,
-            current=storage.get_current_ids(reliable),
+            current=current,
             cursor=cursor,
             grip_last=grip_last if cursor is None else None,
             max_events=conf.EVENTSTREAM_REPLAY_LIMIT,

@@ -160,3 +160,19 @@ def test_every_cursor_character_is_cors_safe(epoch, positions):
 @pytest.mark.parametrize("text", [EPOCH + ".", EPOCH + ".aaaaaa-1.aaaaaa-2"])
 def test_parse_cursor_rejects_a_trailing_dot_and_repeated_keys(text):
     assert parse_cursor(text) is None
+
+
+@given(st.integers(0, 2**35 - 1))
+def test_epoch_int_round_trip(value):
+    from grip_eventstream.cursor import epoch_from_int, epoch_to_int
+
+    assert epoch_to_int(epoch_from_int(value)) == value
+
+
+def test_new_epochs_fit_in_the_counter_column():
+    from grip_eventstream.cursor import epoch_from_int, epoch_to_int, new_epoch
+
+    for _ in range(100):
+        epoch = new_epoch()
+        assert epoch_from_int(epoch_to_int(epoch)) == epoch
+        assert epoch_to_int(epoch) < 2**35

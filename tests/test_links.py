@@ -81,3 +81,23 @@ def test_link_url_and_base_path():
     assert read(token) == state
     # Django decodes the path again: the base path is found from the decoded form.
     assert links.base_path(f"/rooms/a,b/events/_link/{token}/", token) == "/rooms/a,b/events/"
+
+
+def test_a_token_made_twice_in_a_second_is_reused(monkeypatch):
+    state = LinkState(("a",), "1")
+    monkeypatch.setattr("django.core.signing.time.time", lambda: 1_000_000.2)
+    first = make_token(state)
+    monkeypatch.setattr("django.core.signing.time.time", lambda: 1_000_000.9)
+    assert make_token(state) is first
+    monkeypatch.setattr("django.core.signing.time.time", lambda: 1_000_001.0)
+    later = make_token(state)
+    assert later != first
+    assert read(later, max_age=10**9) == state
+
+
+def test_a_new_secret_key_signs_anew(settings):
+    state = LinkState(("a",), None)
+    first = make_token(state)
+    settings.SECRET_KEY = "another-secret-key-for-this-test-0123456789"
+    assert read(make_token(state)) == state
+    assert make_token(state) != first

@@ -235,3 +235,47 @@ def test_public_keys_accept_es256_only_from_their_key():
     mac = hmac.new(public_pem, signing_input, hashlib.sha256).digest()
     with pytest.raises(InvalidSignature, match="InvalidAlgorithmError"):
         verify_grip_sig((signing_input + b"." + b64(mac)).decode(), keys)
+
+
+# --- SignatureVerifier ------------------------------------------------------------------
+
+
+def test_verifier_remembers_tokens_that_passed_until_they_expire(monkeypatch):
+    from grip_eventstream import proxies
+    from grip_eventstream.proxies import SignatureVerifier
+
+    calls = []
+    real = proxies.verify_grip_sig
+
+    def counting(token, keys):
+        calls.append(token)
+        return real(token, keys)
+
+    monkeypatch.setattr(proxies, "verify_grip_sig", counting)
+    verifier = SignatureVerifier(KEYS)
+    token = sig(valid_claims(exp=int(time.time()) + 100))
+    verifier.verify(token)
+    verifier.verify(token)
+    assert calls == [token]
+    # After its exp the token is verified again (PyJWT then refuses it on its own clock).
+    verifier.verify(token, now=time.time() + 200)
+    assert calls == [token, token]
+
+
+def test_verifier_never_remembers_a_refusal():
+    from grip_eventstream.proxies import SignatureVerifier
+
+    verifier = SignatureVerifier(KEYS)
+    bad = sig(valid_claims(iss="intruder"))
+    for _ in range(2):
+        with pytest.raises(InvalidSignature):
+            verifier.verify(bad)
+
+
+def test_verifier_memory_is_bounded():
+    from grip_eventstream.proxies import SignatureVerifier
+
+    verifier = SignatureVerifier(KEYS, size=3)
+    for n in range(10):
+        verifier.verify(sig(valid_claims(exp=int(time.time()) + 100 + n)))
+    assert len(verifier._passed) <= 3

@@ -5,7 +5,8 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from grip_eventstream import storage as storage_module
-from grip_eventstream.models import ChannelCounter, Epoch, Event
+from grip_eventstream.cursor import epoch_from_int
+from grip_eventstream.models import ChannelCounter, Event
 from grip_eventstream.storage import DjangoModelStorage, EventStorage
 
 pytestmark = pytest.mark.django_db
@@ -49,8 +50,12 @@ def test_get_events_after_a_position(store):
 
 def test_epoch_is_created_once_and_kept(store):
     epoch = store.get_epoch()
-    assert epoch == store.get_epoch() == Epoch.objects.get(pk=1).value
-    Epoch.objects.all().delete()  # the tables start afresh
+    assert (
+        epoch
+        == store.get_epoch()
+        == epoch_from_int(ChannelCounter.objects.get(channel="").last_seq)
+    )
+    ChannelCounter.objects.all().delete()  # the tables start afresh
     assert store.get_epoch() != epoch
 
 
@@ -109,7 +114,6 @@ def test_base_class_is_abstract():
 def test_model_strings():
     assert str(Event(channel="a", seq=2, event_type="m")) == "a#2 m"
     assert str(ChannelCounter(channel="a", last_seq=3)) == "a@3"
-    assert str(Epoch(value="abc")) == "abc"
 
 
 def test_append_events_numbers_per_channel_and_orders_across(store):
@@ -150,3 +154,79 @@ def test_a_batch_crossing_the_trim_point_trims(store, monkeypatch):
     assert Event.objects.filter(channel="a").count() == 3
     store.append_events([("a", "m", "{}")] * 3, {"a": 3600})  # 4 to 6 cross 4: trims
     assert Event.objects.filter(channel="a").count() == 4
+
+
+def test_state_is_one_query(store, django_assert_num_queries):
+    store.get_epoch()
+    store.append_event("a", "m", "{}", 60)
+    with django_assert_num_queries(1):
+        epoch, current = store.get_state(["a", "b"])
+    assert (epoch, current) == (store.get_epoch(), {"a": 1, "b": 0})
+
+
+def test_the_epoch_row_is_no_channel(store):
+    store.append_event("a", "m", "{}", 60)
+    assert store.channels() == ["a"]
+
+
+# --- query plans: bounded index ranges, never a scan of a channel's history ---------------
+
+
+def _plans(call) -> list[str]:
+    """The database's plan of every query ``call`` makes."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    with CaptureQueriesContext(connection) as captured:
+        call()
+    prefix = "EXPLAIN QUERY PLAN " if connection.vendor == "sqlite" else "EXPLAIN "
+    plans = []
+    with connection.cursor() as cursor:
+        for query in captured.captured_queries:
+            cursor.execute(prefix + query["sql"])
+            plans.append(" ".join(str(column) for row in cursor.fetchall() for column in row))
+    return plans
+
+
+@pytest.fixture
+def big_history(store):
+    from django.db import connection
+
+    Event.objects.bulk_create(
+        Event(channel=c, seq=i, event_type="m", data="{}")
+        for c in ("a", "b")
+        for i in range(1, 20_001)
+    )
+    ChannelCounter.objects.bulk_create(
+        [ChannelCounter(channel="a", last_seq=20_000), ChannelCounter(channel="b", last_seq=20_000)]
+        + [ChannelCounter(channel=f"other-{n}", last_seq=1) for n in range(3000)]
+    )
+    store.get_epoch()
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE")
+
+
+def test_replay_reads_a_bounded_range_of_the_channel_seq_index(store, big_history):
+    from django.db import connection
+
+    (plan,) = _plans(lambda: store.get_events("a", 19_990, 10))
+    if connection.vendor == "sqlite":
+        # SQLite names the index of the (channel, seq) unique constraint itself.
+        assert "SEARCH grip_eventstream_event USING INDEX" in plan, plan
+        assert "(channel=? AND seq>?)" in plan, plan
+        assert "TEMP B-TREE" not in plan, plan  # no sort: read in index order
+    else:
+        assert "Index Scan using grip_es_event_channel_seq" in plan, plan
+        assert "Sort" not in plan, plan
+
+
+def test_state_reads_the_counters_by_key(store, big_history):
+    from django.db import connection
+
+    (plan,) = _plans(lambda: store.get_state(["a", "b"]))
+    if connection.vendor == "sqlite":
+        assert "USING INDEX sqlite_autoindex_grip_eventstream_channelcounter_1" in plan, plan
+    else:
+        assert "Seq Scan" not in plan, plan
+        # The primary key's index, or the pattern-ops index Django adds to a CharField key.
+        assert "Index Cond: ((channel)::text = ANY" in plan, plan

@@ -1112,3 +1112,21 @@ def test_link_token_lifetime_with_pushpins_default_timeout(settings, monkeypatch
     now = time.time()
     monkeypatch.setattr("django.core.signing.time.time", lambda: now + 175)
     assert call(link.url, **{"Grip-Last": "test; last-id=0"})["Grip-Hold"] == "stream"
+
+
+# --- queries per request -----------------------------------------------------------------
+
+
+def test_queries_per_request(django_assert_num_queries):
+    cursor = get_current_event_id(["test"])
+    with django_assert_num_queries(1):  # the epoch and the channels' numbers, together
+        call("/events/", **{"Last-Event-ID": cursor})
+    for i in range(10):
+        store("test", str(i))
+    with django_assert_num_queries(2):  # + one bounded range of missed events
+        response = call("/events/", **{"Last-Event-ID": cursor})
+    assert len(body_events(response)[0]) == 10
+    with django_assert_num_queries(2):  # a next link: the same
+        call(link_of(response).url, **{"Grip-Last": "test; last-id=5"})
+    with django_assert_num_queries(0):  # a stream without stored channels needs no query
+        call("/stream/?channel=volatile-x")

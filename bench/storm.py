@@ -1,0 +1,252 @@
+"""A reconnect storm: N streams through a real Pushpin, Pushpin restarted, every client
+reconnecting at once with its Last-Event-ID.
+
+    .venv/bin/python bench/storm.py                     # 1,000 and 5,000 clients, SQLite
+    .venv/bin/python bench/storm.py --clients 1000 --db postgres
+
+Two gunicorn sync workers (gthread with one thread) serve bench/project. The channel holds
+HISTORY events; while Pushpin is down MISSED more are stored, so every reconnect replays
+them. Each client reconnects after a random delay of up to 3 s (as browsers do), sends
+the last id it received, and must end with every event exactly once and in order; any
+answer other than 200 is counted (a native EventSource gives up on one).
+
+Printed: seconds from Pushpin's restart until every client has its events, the statuses,
+and the worker CPU per reconnect in the storm against one reconnect alone (the same replay,
+measured in the same run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import shutil
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.run import SIG_KEY, _pg_admin  # noqa: E402
+
+HISTORY = 300_000
+MISSED = 10
+CHANNEL = "storm"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--clients", type=int, nargs="+", default=[1000, 5000])
+    parser.add_argument("--db", choices=["sqlite", "postgres"], default="sqlite")
+    args = parser.parse_args()
+    workdir = Path(tempfile.mkdtemp(prefix="ges-storm-"))
+    if args.db == "postgres":
+        name = f"ges_storm_{os.getpid()}"
+        _pg_admin(f'CREATE DATABASE "{name}"')
+        os.environ["GES_BENCH_DB"] = f"postgres:{name}"
+    else:
+        os.environ["GES_BENCH_DB"] = str(workdir / "storm.sqlite3")
+    os.environ["DJANGO_SETTINGS_MODULE"] = "bench.project.settings"
+    try:
+        for clients in args.clients:
+            storm(workdir / f"n{clients}", clients, args.db)
+    finally:
+        from django.db import connections
+
+        connections.close_all()
+        if args.db == "postgres":
+            _pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in pids:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        fields = stat[stat.rindex(")") + 2 :].split()
+        total += int(fields[11]) + int(fields[12])  # utime + stime
+    return total / ticks
+
+
+class Client:
+    def __init__(self, port: int, last_id: str) -> None:
+        self.port = port
+        self.last_id = last_id
+        self.received: list[int] = []
+        self.statuses: Counter[str] = Counter()
+        self.connected = asyncio.Event()
+        self.stop = False
+
+    async def run(self) -> None:
+        first = True
+        while not self.stop:
+            if not first:
+                await asyncio.sleep(random.uniform(0, 3))  # a browser's retry delay
+            first = False
+            try:
+                await self._stream()
+            except OSError:
+                self.statuses["refused"] += 1
+
+    async def _stream(self) -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
+        try:
+            request = (
+                f"GET /stream/?channel={CHANNEL} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                f"Accept: text/event-stream\r\nLast-Event-ID: {self.last_id}\r\n\r\n"
+            )
+            writer.write(request.encode())
+            await writer.drain()
+            head = await reader.readuntil(b"\r\n\r\n")
+            status = head.split(b" ", 2)[1].decode()
+            self.statuses[status] += 1
+            if status != "200":
+                return
+            self.connected.set()
+            buffer = b""
+            while True:
+                chunk = await reader.read(65536)
+                if not chunk:
+                    return
+                buffer += chunk
+                *blocks, buffer = buffer.split(b"\n\n")
+                for block in blocks:
+                    self._event(block.decode(errors="replace"))
+        except (asyncio.IncompleteReadError, ConnectionError):
+            return
+        finally:
+            writer.close()
+
+    def _event(self, block: str) -> None:
+        data = event_id = None
+        for line in block.splitlines():
+            # Chunked framing lines (sizes) are not SSE fields; they never start with these.
+            if line.startswith("data: "):
+                data = line[6:]
+            elif line.startswith("id: "):
+                event_id = line[4:]
+        if event_id:
+            self.last_id = event_id
+        if data is not None:
+            self.received.append(json.loads(data)["n"])
+
+
+def storm(workdir: Path, clients: int, db: str) -> None:
+    from tests.procs import Gunicorn, Pushpin
+
+    workdir.mkdir(parents=True)
+    gunicorn = Gunicorn(
+        "bench.project.wsgi:application",
+        workdir,
+        cwd=ROOT,
+        env={
+            "DJANGO_SETTINGS_MODULE": "bench.project.settings",
+            "PYTHONPATH": str(ROOT),
+            "GES_BENCH_PUBLISH_ERRORS": "log",
+        },
+        workers=2,
+        threads=1,
+    )
+    pushpin = Pushpin(gunicorn.address, workdir, sig_key=SIG_KEY)
+    os.environ["GRIP_URL"] = gunicorn.env["GRIP_URL"] = (
+        f"{pushpin.control_url}?iss=pushpin&key={SIG_KEY}"
+    )
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+
+    from bench.run import cursor_behind
+    from grip_eventstream.models import ChannelCounter, Event
+    from grip_eventstream.storage import DjangoModelStorage
+
+    call_command("migrate", verbosity=0)
+    Event.objects.filter(channel=CHANNEL).delete()
+    ChannelCounter.objects.filter(channel=CHANNEL).delete()
+    storage = DjangoModelStorage()
+    for start in range(0, HISTORY, 10_000):
+        storage.append_events(
+            [(CHANNEL, "message", json.dumps({"n": -1}))] * min(10_000, HISTORY - start),
+            {CHANNEL: 86400},
+        )
+    pushpin.start()
+    gunicorn.start(ready_path="/stream/?channel=ready")
+    try:
+        port = pushpin.http_port
+        workers = gunicorn.worker_pids()
+        # One reconnect alone: the same replay of MISSED events, 50 times.
+        start_cursor = cursor_behind(CHANNEL, 0)
+        for n in range(MISSED):
+            storage.append_event(CHANNEL, "message", json.dumps({"n": n}), 86400)
+        alone_cursor = cursor_behind(CHANNEL, MISSED)
+        from bench.run import timed_get
+
+        for _ in range(10):
+            timed_get(port, f"/stream/?channel={CHANNEL}", {"Last-Event-ID": alone_cursor})
+        before = cpu_seconds(workers)
+        for _ in range(50):
+            timed_get(port, f"/stream/?channel={CHANNEL}", {"Last-Event-ID": alone_cursor})
+        alone = (cpu_seconds(workers) - before) / 50
+        result = asyncio.run(run_storm(port, clients, pushpin, storage, workers))
+    finally:
+        gunicorn.stop()
+        pushpin.stop()
+    del start_cursor
+    seconds, statuses, ok, storm_cpu = result
+    print(
+        f"{db}, {clients} clients, {HISTORY:,} events stored, {MISSED} missed each: "
+        f"all caught up {seconds:.1f} s after Pushpin's restart; "
+        f"{ok}/{clients} clients got every event once and in order; "
+        f"answers {dict(statuses)}; worker CPU per reconnect {storm_cpu * 1000:.1f} ms "
+        f"in the storm vs {alone * 1000:.1f} ms alone ({storm_cpu / alone:.2f}x)"
+    )
+
+
+async def run_storm(port, count, pushpin, storage, workers):  # type: ignore[no-untyped-def]
+    from bench.run import cursor_behind
+
+    first_cursor = cursor_behind(CHANNEL, 0)
+    clients = [Client(port, first_cursor) for _ in range(count)]
+    tasks = [asyncio.create_task(c.run()) for c in clients]
+    for n in range(0, count, 200):  # connect gradually, as a site fills up
+        await asyncio.wait_for(
+            asyncio.gather(*(c.connected.wait() for c in clients[n : n + 200])), 120
+        )
+    base = storage.get_current_ids([CHANNEL])[CHANNEL]
+    for client in clients:
+        client.statuses.clear()
+    await asyncio.to_thread(pushpin.stop)
+    for n in range(MISSED):  # while Pushpin is down: stored, never published
+        storage.append_event(CHANNEL, "message", json.dumps({"n": 100 + n}), 86400)
+    cpu_before = cpu_seconds(workers)
+    await asyncio.to_thread(pushpin.start)
+    started = time.monotonic()
+    wanted = list(range(100, 100 + MISSED))
+    deadline = started + 300
+    while time.monotonic() < deadline:
+        if all(c.received[-MISSED:] == wanted for c in clients):
+            break
+        await asyncio.sleep(0.05)
+    seconds = time.monotonic() - started
+    storm_cpu = (cpu_seconds(workers) - cpu_before) / count
+    for client in clients:
+        client.stop = True
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    statuses: Counter[str] = Counter()
+    for client in clients:
+        statuses.update(client.statuses)
+    ok = sum(1 for c in clients if [n for n in c.received if n >= 100] == wanted)
+    del base
+    return seconds, statuses, ok, storm_cpu
+
+
+if __name__ == "__main__":
+    main()
