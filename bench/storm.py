@@ -6,9 +6,11 @@ reconnecting at once with its Last-Event-ID.
 
 Two gunicorn sync workers (gthread with one thread) serve bench/project. The channel holds
 HISTORY events; while Pushpin is down MISSED more are stored, so every reconnect replays
-them. Each client reconnects after a random delay of up to 3 s (as browsers do), sends
+them. Each client reconnects after its reconnection delay, sends
 the last id it received, and must end with every event exactly once and in order; any
-answer other than 200 is counted (a native EventSource gives up on one).
+answer other than 200 is counted (a native EventSource gives up on one). Clients wait
+before reconnecting as browsers do: the "retry:" the server sent (random per stream, see
+EVENTSTREAM_RECONNECT_SPREAD), else 3 s.
 
 Printed: seconds from Pushpin's restart until every client has its events, the statuses,
 and the worker CPU per reconnect in the storm against one reconnect alone (the same replay,
@@ -21,7 +23,6 @@ import argparse
 import asyncio
 import json
 import os
-import random
 import shutil
 import sys
 import tempfile
@@ -43,6 +44,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--clients", type=int, nargs="+", default=[1000, 5000])
     parser.add_argument("--db", choices=["sqlite", "postgres"], default="sqlite")
+    parser.add_argument("--keep", action="store_true", help="keep the logs (path printed)")
+    parser.add_argument(
+        "--spread", type=int, default=10, help="EVENTSTREAM_RECONNECT_SPREAD of the app (s)"
+    )
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="ges-storm-"))
     if args.db == "postgres":
@@ -52,16 +57,30 @@ def main() -> None:
     else:
         os.environ["GES_BENCH_DB"] = str(workdir / "storm.sqlite3")
     os.environ["DJANGO_SETTINGS_MODULE"] = "bench.project.settings"
+    # The clients run on asyncio; this process's few database calls are made between them.
+    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
     try:
         for clients in args.clients:
-            storm(workdir / f"n{clients}", clients, args.db)
+            storm(workdir / f"n{clients}", clients, args.db, args.spread)
     finally:
         from django.db import connections
 
         connections.close_all()
         if args.db == "postgres":
             _pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        shutil.rmtree(workdir, ignore_errors=True)
+        if args.keep:
+            print(f"logs kept in {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+def rss_kib(pids: list[int]) -> int:
+    total = 0
+    for pid in pids:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                total += int(line.split()[1])
+    return total
 
 
 def cpu_seconds(pids: list[int]) -> float:
@@ -82,12 +101,13 @@ class Client:
         self.statuses: Counter[str] = Counter()
         self.connected = asyncio.Event()
         self.stop = False
+        self.retry = 3.0  # seconds, until the server sends "retry:" (as in browsers)
 
     async def run(self) -> None:
         first = True
         while not self.stop:
             if not first:
-                await asyncio.sleep(random.uniform(0, 3))  # a browser's retry delay
+                await asyncio.sleep(self.retry)  # a browser waits its reconnection time
             first = False
             try:
                 await self._stream()
@@ -129,6 +149,8 @@ class Client:
             # Chunked framing lines (sizes) are not SSE fields; they never start with these.
             if line.startswith("data: "):
                 data = line[6:]
+            elif line.startswith("retry: "):
+                self.retry = int(line[7:]) / 1000
             elif line.startswith("id: "):
                 event_id = line[4:]
         if event_id:
@@ -137,7 +159,7 @@ class Client:
             self.received.append(json.loads(data)["n"])
 
 
-def storm(workdir: Path, clients: int, db: str) -> None:
+def storm(workdir: Path, clients: int, db: str, spread: int) -> None:
     from tests.procs import Gunicorn, Pushpin
 
     workdir.mkdir(parents=True)
@@ -149,6 +171,7 @@ def storm(workdir: Path, clients: int, db: str) -> None:
             "DJANGO_SETTINGS_MODULE": "bench.project.settings",
             "PYTHONPATH": str(ROOT),
             "GES_BENCH_PUBLISH_ERRORS": "log",
+            "GES_BENCH_SPREAD": str(spread),
         },
         workers=2,
         threads=1,
@@ -181,7 +204,6 @@ def storm(workdir: Path, clients: int, db: str) -> None:
         port = pushpin.http_port
         workers = gunicorn.worker_pids()
         # One reconnect alone: the same replay of MISSED events, 50 times.
-        start_cursor = cursor_behind(CHANNEL, 0)
         for n in range(MISSED):
             storage.append_event(CHANNEL, "message", json.dumps({"n": n}), 86400)
         alone_cursor = cursor_behind(CHANNEL, MISSED)
@@ -197,14 +219,15 @@ def storm(workdir: Path, clients: int, db: str) -> None:
     finally:
         gunicorn.stop()
         pushpin.stop()
-    del start_cursor
-    seconds, statuses, ok, storm_cpu = result
+    seconds, statuses, ok, storm_cpu, memory = result
     print(
-        f"{db}, {clients} clients, {HISTORY:,} events stored, {MISSED} missed each: "
+        f"{db}, {clients} clients, {HISTORY:,} events stored, {MISSED} missed each, "
+        f"reconnect spread {spread} s: "
         f"all caught up {seconds:.1f} s after Pushpin's restart; "
         f"{ok}/{clients} clients got every event once and in order; "
         f"answers {dict(statuses)}; worker CPU per reconnect {storm_cpu * 1000:.1f} ms "
-        f"in the storm vs {alone * 1000:.1f} ms alone ({storm_cpu / alone:.2f}x)"
+        f"in the storm vs {alone * 1000:.1f} ms alone ({storm_cpu / alone:.2f}x); "
+        f"worker memory with the streams open vs before {memory:.2f}x"
     )
 
 
@@ -212,13 +235,14 @@ async def run_storm(port, count, pushpin, storage, workers):  # type: ignore[no-
     from bench.run import cursor_behind
 
     first_cursor = cursor_behind(CHANNEL, 0)
+    rss_before = rss_kib(workers)
     clients = [Client(port, first_cursor) for _ in range(count)]
     tasks = [asyncio.create_task(c.run()) for c in clients]
     for n in range(0, count, 200):  # connect gradually, as a site fills up
         await asyncio.wait_for(
             asyncio.gather(*(c.connected.wait() for c in clients[n : n + 200])), 120
         )
-    base = storage.get_current_ids([CHANNEL])[CHANNEL]
+    rss_open = rss_kib(workers)
     for client in clients:
         client.statuses.clear()
     await asyncio.to_thread(pushpin.stop)
@@ -244,8 +268,7 @@ async def run_storm(port, count, pushpin, storage, workers):  # type: ignore[no-
     for client in clients:
         statuses.update(client.statuses)
     ok = sum(1 for c in clients if [n for n in c.received if n >= 100] == wanted)
-    del base
-    return seconds, statuses, ok, storm_cpu
+    return seconds, statuses, ok, storm_cpu, rss_open / rss_before
 
 
 if __name__ == "__main__":

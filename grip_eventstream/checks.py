@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Sequence
 from typing import Any
 from urllib.parse import urlparse
@@ -101,6 +102,16 @@ def _check_grip() -> list[CheckMessage]:
                 Error(
                     f"GRIP proxy control URI {uri!r} is not an http(s) URL.",
                     hint="Give the control port's URL, e.g. http://localhost:5561.",
+                    id="grip_eventstream.E002",
+                )
+            )
+        elif parsed.path.rstrip("/").endswith("/publish"):
+            errors.append(
+                Error(
+                    f"GRIP proxy control URI {uri!r} ends with /publish/: publishes would "
+                    "go to .../publish/publish/.",
+                    hint="Give the control port's base URL, e.g. http://localhost:5561; "
+                    "/publish/ is added to it.",
                     id="grip_eventstream.E002",
                 )
             )
@@ -243,6 +254,7 @@ def _check_numbers() -> list[CheckMessage]:
         "EVENTSTREAM_LINK_TIMEOUT": (conf.EVENTSTREAM_LINK_TIMEOUT, 0),
         "EVENTSTREAM_REPLAY_LIMIT": (conf.EVENTSTREAM_REPLAY_LIMIT, 1),
         "EVENTSTREAM_STORAGE_TTL": (conf.EVENTSTREAM_STORAGE_TTL, 1),
+        "EVENTSTREAM_RECONNECT_SPREAD": (conf.EVENTSTREAM_RECONNECT_SPREAD, 0),
     }
     for name, (value, minimum) in bounds.items():
         if not _is_int(value) or value < minimum:
@@ -346,7 +358,22 @@ _DJANGO_EVENTSTREAM_ONLY = {
 
 
 def _check_foreign_settings() -> list[CheckMessage]:
-    return [
+    from .conf import Settings
+
+    known = {name for name, value in vars(Settings).items() if isinstance(value, property)}
+    known |= {"EVENTSTREAM_ALLOW_ORIGIN", *_DJANGO_EVENTSTREAM_ONLY}
+    messages: list[CheckMessage] = []
+    for name in dir(settings):
+        if name.startswith("EVENTSTREAM_") and name not in known:
+            close = difflib.get_close_matches(name, sorted(known), n=1)
+            messages.append(
+                Warning(
+                    f"{name} is not a setting of grip_eventstream (a typo?): it is ignored.",
+                    hint=f"Did you mean {close[0]}?" if close else "See the README's Settings.",
+                    id="grip_eventstream.W007",
+                )
+            )
+    return messages + [
         Warning(
             f"{name} is set but grip_eventstream does not read it.",
             hint=f"Remove it: {why}.",

@@ -114,6 +114,10 @@ class Settings:
         return getattr(settings, "EVENTSTREAM_MAX_EVENT_BYTES", DEFAULT_MAX_EVENT_BYTES)
 
     @property
+    def EVENTSTREAM_RECONNECT_SPREAD(self) -> int:
+        return getattr(settings, "EVENTSTREAM_RECONNECT_SPREAD", 10)
+
+    @property
     def EVENTSTREAM_STORAGE_TTL(self) -> int:
         return getattr(settings, "EVENTSTREAM_STORAGE_TTL", 24 * 3600)
 

@@ -14,6 +14,7 @@ Pure: no Django import.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import re
 import secrets
@@ -50,6 +51,7 @@ def epoch_from_int(value: int) -> str:
     return "".join(reversed(chars))
 
 
+@functools.lru_cache(maxsize=4096)  # every request computes its channels' keys, twice
 def channel_key(channel: str) -> str:
     """Six base32 characters (30 bits) identifying a channel inside one cursor."""
     digest = hashlib.sha256(channel.encode("utf-8")).digest()

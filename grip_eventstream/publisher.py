@@ -83,6 +83,18 @@ class _Proxy:
         self.session.close()
 
 
+def check_proxy(proxy: ProxyConfig, timeout: float = 3.0) -> str | None:
+    """Whether a proxy's control port accepts a publish: None, or why not.
+
+    Publishes an empty list of items, which Pushpin accepts and delivers to no one.
+    """
+    target = _Proxy(proxy, timeout)
+    try:
+        return target.post([b'{"items":[]}'])
+    finally:
+        target.close()
+
+
 class Publisher:
     """Publishes lists of Pushpin items to every configured proxy, synchronously."""
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["encode_comment", "encode_event", "encode_id_only"]
+__all__ = ["encode_comment", "encode_event", "encode_id_only", "encode_retry"]
 
 # CRLF first, so that it counts as one line break and not as a CR then an LF.
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
@@ -104,6 +104,13 @@ def encode_comment(text: str = "") -> str:
     """
     _check_text("comment", text)
     return _lines(":", text)
+
+
+def encode_retry(milliseconds: int) -> str:
+    """Return ``retry: N`` and a blank line: the client's reconnection delay, no event."""
+    if isinstance(milliseconds, bool) or not isinstance(milliseconds, int) or milliseconds < 0:
+        raise ValueError(f"SSE retry must be an int >= 0 milliseconds, got {milliseconds!r}")
+    return f"retry: {milliseconds}\n\n"
 
 
 def encode_id_only(id: str) -> str:

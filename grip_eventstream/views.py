@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import random
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -230,6 +231,13 @@ def _find_user(pk: str) -> AbstractBaseUser | None:
     return model._default_manager.filter(pk=pk_value).first()
 
 
+def _retry() -> str:
+    spread = conf.EVENTSTREAM_RECONNECT_SPREAD
+    if spread <= 1:
+        return ""
+    return sse.encode_retry(random.randint(1000, spread * 1000))
+
+
 def link_max_age() -> int:
     """How long a next-link token stays valid after it is issued.
 
@@ -252,6 +260,11 @@ def _stream(
     response = HttpResponse(content_type="text/event-stream")
     response["Cache-Control"] = "no-cache"
     response["X-Accel-Buffering"] = "no"
+    if link is None:
+        # When Pushpin restarts, every browser reconnects after the same delay (3 s): a
+        # storm that Pushpin answers with 502 once more than about 100 requests wait for
+        # the app. A random delay per stream spreads the reconnects.
+        response.write(_retry())
     subscriptions = [grip.Subscription(c) for c in channels if c not in reliable]
     if user is not None:
         # Lets channel_permission_changed() reach this user's streams (see its docstring).
@@ -305,7 +318,7 @@ def _stream(
         storage,
     )
     filtered = filtered_if_complete if result.complete else filtered_if_paged
-    response.content = result.render(grip.escape_for_filter if filtered else str).encode()
+    response.write(result.render(grip.escape_for_filter if filtered else str))
     if not result.complete:
         # More missed events than one response may carry: no hold yet; Pushpin sends this
         # page and fetches the next link at once, which continues from this cursor.

@@ -5,6 +5,7 @@ GES_TEST_DB picks the database: "sqlite" (default, a file so that gunicorn share
 opens the test database pytest-django created.
 """
 
+import json
 import os
 from pathlib import Path
 
@@ -15,6 +16,8 @@ DEBUG = False
 ALLOWED_HOSTS = ["*"]
 USE_TZ = True
 INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.messages",
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -26,13 +29,20 @@ MIDDLEWARE = [
     "tests.middleware.FlakyMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
 ]
 ROOT_URLCONF = "tests.urls"
 TEMPLATES = [
     {
         "BACKEND": "django.template.backends.django.DjangoTemplates",
         "APP_DIRS": True,
-        "OPTIONS": {"context_processors": ["django.template.context_processors.request"]},
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ]
+        },
     }
 ]
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
@@ -72,12 +82,16 @@ else:
 GRIP_URL = os.environ.get(
     "GRIP_URL", "http://127.0.0.1:5561?iss=pushpin&key=grip-eventstream-test-key-0123456789abcdef"
 )
+if os.environ.get("GES_GRIP_PROXIES"):  # the scale-out tests: several Pushpins
+    GRIP_PROXIES = json.loads(os.environ["GES_GRIP_PROXIES"])
 EVENTSTREAM_STORAGE_CLASS = "grip_eventstream.storage.DjangoModelStorage"
 EVENTSTREAM_CHANNELMANAGER_CLASS = "tests.channelmanagers.TestChannelManager"
 EVENTSTREAM_LINK_TIMEOUT = int(os.environ.get("GES_LINK_TIMEOUT", "120"))
 EVENTSTREAM_REPLAY_LIMIT = int(os.environ.get("GES_REPLAY_LIMIT", "500"))
 EVENTSTREAM_PUBLISH_TIMEOUT = 3
 EVENTSTREAM_KEEP_ALIVE = int(os.environ.get("GES_KEEP_ALIVE", "20"))
+# No random "retry:" line, so that tests can compare whole bodies (tests/dropin keeps it).
+EVENTSTREAM_RECONNECT_SPREAD = 0
 if os.environ.get("GES_CORS"):  # the CORS end-to-end test's gunicorn
     EVENTSTREAM_ALLOW_ORIGINS = ["https://app.example"]
     EVENTSTREAM_ALLOW_CREDENTIALS = True

@@ -36,6 +36,7 @@ TOPICS = {
     "grip_eventstream.W004": r"SQLite",
     "grip_eventstream.W005": r"any origin .* credentials",
     "grip_eventstream.W006": r"does not read it",
+    "grip_eventstream.W007": r"is not a setting of grip_eventstream",
     "grip_eventstream.E010": r"_BYTES",
 }
 
@@ -523,3 +524,29 @@ def test_w006_django_eventstream_only_settings(settings, name):
     (message,) = only("grip_eventstream.W006")
     assert name in message.msg
     assert "Remove it" in message.hint
+
+
+# --- W007 and GRIP_URL paths ------------------------------------------------------------
+
+
+def test_w007_misspelled_setting_names_the_closest(settings):
+    settings.EVENTSTREAM_STORAGE_CLAS = "grip_eventstream.storage.DjangoModelStorage"
+    (message,) = only("grip_eventstream.W007")
+    assert "EVENTSTREAM_STORAGE_CLAS " in message.msg
+    assert message.hint == "Did you mean EVENTSTREAM_STORAGE_CLASS?"
+
+
+def test_w007_nothing_close(settings):
+    settings.EVENTSTREAM_ZZZZZZZZZZZZZZZZZZZ = 1
+    (message,) = only("grip_eventstream.W007")
+    assert "README" in message.hint
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["http://localhost:5561/publish/", "http://localhost:5561/publish", "http://h/x/publish/"],
+)
+def test_e002_grip_url_with_the_publish_path(settings, url):
+    settings.GRIP_URL = url
+    (message,) = only("grip_eventstream.E002")
+    assert "/publish/publish/" in message.msg

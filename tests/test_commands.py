@@ -74,3 +74,44 @@ def test_trim_events_without_storage(settings):
     settings.EVENTSTREAM_STORAGE_CLASS = None
     with pytest.raises(CommandError, match="EVENTSTREAM_STORAGE_CLASS"):
         call_command("trim_events")
+
+
+# --- eventstream_status -----------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_status_lists_channels_and_a_mute_proxy(settings, no_publish):
+    import socket
+    from contextlib import closing
+
+    from grip_eventstream.storage import DjangoModelStorage
+
+    with closing(socket.socket()) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    settings.GRIP_URL = f"http://127.0.0.1:{port}"
+    storage = DjangoModelStorage()
+    for _ in range(3):
+        storage.append_event("news", "message", "{}", 60)
+    Event.objects.filter(channel="news", seq=1).update(
+        created=timezone.now() - timedelta(minutes=30)
+    )
+    out, err = StringIO(), StringIO()
+    with pytest.raises(SystemExit) as exit_info:
+        call_command("eventstream_status", stdout=out, stderr=err)
+    assert exit_info.value.code == 1
+    text = out.getvalue()
+    assert f"epoch {storage.get_epoch()}, 1 channel(s)" in text
+    assert "  news: last id 3, 3 stored, oldest 30 min old, kept 24 h" in text
+    assert f"proxy http://127.0.0.1:{port}: does not answer: connection refused" in text
+    assert "1 of 1 proxy(ies) did not answer" in err.getvalue()
+
+
+@pytest.mark.django_db
+def test_status_without_storage_or_proxies(settings):
+    settings.EVENTSTREAM_STORAGE_CLASS = None
+    settings.GRIP_URL = None
+    out = StringIO()
+    call_command("eventstream_status", stdout=out)
+    assert "storage: none" in out.getvalue()
+    assert "proxies: none" in out.getvalue()

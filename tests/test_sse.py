@@ -291,3 +291,14 @@ def test_parser_never_raises_and_ignores_chunking(raw, draw):
         assert "\x00" not in event.last_event_id
         assert "\r" not in event.data
     assert whole.retry is None or whole.retry >= 0
+
+
+def test_encode_retry():
+    from grip_eventstream.sse import encode_retry
+
+    parser = SSEParser()
+    assert parser.feed(encode_retry(2500)) == []
+    assert parser.retry == 2500
+    for bad in (-1, 1.5, True, "3"):
+        with pytest.raises(ValueError, match="retry"):
+            encode_retry(bad)  # type: ignore[arg-type]

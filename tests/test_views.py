@@ -1130,3 +1130,29 @@ def test_queries_per_request(django_assert_num_queries):
         call(link_of(response).url, **{"Grip-Last": "test; last-id=5"})
     with django_assert_num_queries(0):  # a stream without stored channels needs no query
         call("/stream/?channel=volatile-x")
+
+
+# --- reconnect spread ----------------------------------------------------------------------
+
+
+def test_subscribes_tell_the_browser_a_random_reconnect_delay(settings):
+    settings.EVENTSTREAM_RECONNECT_SPREAD = 10
+    delays = set()
+    for _ in range(20):
+        response = call("/events/")
+        parser = SSEParser()
+        assert parser.feed(response.content) == []  # no event is dispatched
+        match = re.match(rb"retry: (\d+)\n\n", response.content)
+        assert match, response.content
+        delays.add(int(match.group(1)))
+        assert parser.retry is not None
+        assert 1000 <= parser.retry <= 10_000
+    assert len(delays) > 1
+    link = link_of(response)
+    assert b"retry:" not in call(link.url, **{"Grip-Last": "test; last-id=0"}).content
+
+
+@pytest.mark.parametrize("spread", [0, 1])
+def test_no_retry_line_when_the_spread_is_off(settings, spread):
+    settings.EVENTSTREAM_RECONNECT_SPREAD = spread
+    assert b"retry:" not in call("/events/").content

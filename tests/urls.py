@@ -1,9 +1,11 @@
+from django.contrib import admin
 from django.urls import include, path
 
 import grip_eventstream
 from tests import drf, views
 
 urlpatterns = [
+    path("admin/", admin.site.urls),
     path("events/", include(grip_eventstream.urls), {"channels": ["test"]}),
     path("multi/", include(grip_eventstream.urls), {"channels": ["test", "room 1", "ünï"]}),
     path(

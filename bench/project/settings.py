@@ -51,3 +51,4 @@ else:
 GRIP_URL = os.environ.get("GRIP_URL", "http://127.0.0.1:5561")
 EVENTSTREAM_STORAGE_CLASS = "grip_eventstream.storage.DjangoModelStorage"
 EVENTSTREAM_PUBLISH_ERRORS = os.environ.get("GES_BENCH_PUBLISH_ERRORS", "raise")
+EVENTSTREAM_RECONNECT_SPREAD = int(os.environ.get("GES_BENCH_SPREAD", "10"))
