@@ -120,6 +120,13 @@ def _check_proxy(request: HttpRequest) -> None:
     """Refuse requests that did not come through a GRIP proxy: they could never stream."""
     signature = request.headers.get("Grip-Sig")
     if not signature:
+        # Also in the server log: the browser shows only the status, and this is the
+        # usual first mistake (opening the dev server's port instead of Pushpin's).
+        logger.warning(
+            "Refused a stream request to %s that did not come through a GRIP proxy (no "
+            "Grip-Sig): open the page through Pushpin's port instead.",
+            request.path,
+        )
         raise Refused(
             400,
             "This is a Server-Sent Events endpoint that must be reached through a GRIP "

@@ -230,3 +230,75 @@ def test_state_reads_the_counters_by_key(store, big_history):
         assert "Seq Scan" not in plan, plan
         # The primary key's index, or the pattern-ops index Django adds to a CharField key.
         assert "Index Cond: ((channel)::text = ANY" in plan, plan
+
+
+def test_sequence_numbers_without_update_returning(store, monkeypatch):
+    """SQLite before 3.35 has no RETURNING (PostgreSQL always has it)."""
+    from django.db import connection
+
+    if connection.vendor != "sqlite":
+        pytest.skip("the fallback is for old SQLite")
+    monkeypatch.setattr(connection.features, "can_return_columns_from_insert", False)
+    assert [store.append_event("a", "m", "{}", 60).seq for _ in range(3)] == [1, 2, 3]
+    assert [
+        e.seq for e in store.append_events([("a", "m", "1"), ("b", "m", "2")], {"a": 1, "b": 1})
+    ] == [4, 1]
+
+
+def test_the_storage_contract_reads_state_from_its_parts():
+    from grip_eventstream.storage import EventStorage
+
+    class Minimal(EventStorage):
+        def get_epoch(self):
+            return "abcdefg"
+
+        def get_current_ids(self, channels):
+            return {c: 7 for c in channels}
+
+    assert Minimal().get_state(["x"]) == ("abcdefg", {"x": 7})
+
+
+@pytest.mark.django_db(transaction=True)
+def test_migration_0002_keeps_the_epoch_of_existing_cursors():
+    from django.db import connection
+    from django.db.migrations.executor import MigrationExecutor
+
+    executor = MigrationExecutor(connection)
+    executor.migrate([("grip_eventstream", "0001_initial")])
+    old_apps = executor.loader.project_state([("grip_eventstream", "0001_initial")]).apps
+    old_apps.get_model("grip_eventstream", "Epoch").objects.create(pk=1, value="k3x7a2q")
+    old_apps.get_model("grip_eventstream", "ChannelCounter").objects.create(channel="a", last_seq=5)
+
+    executor = MigrationExecutor(connection)
+    executor.migrate([("grip_eventstream", "0002_epoch_in_counters")])
+    assert DjangoModelStorage().get_state(["a"]) == ("k3x7a2q", {"a": 5})
+
+    executor = MigrationExecutor(connection)
+    executor.migrate([("grip_eventstream", "0001_initial")])
+    old_apps = executor.loader.project_state([("grip_eventstream", "0001_initial")]).apps
+    assert old_apps.get_model("grip_eventstream", "Epoch").objects.get(pk=1).value == "k3x7a2q"
+    assert (
+        not old_apps.get_model("grip_eventstream", "ChannelCounter")
+        .objects.filter(channel="")
+        .exists()
+    )
+    MigrationExecutor(connection).migrate([("grip_eventstream", "0002_epoch_in_counters")])
+
+
+@pytest.mark.django_db(transaction=True)
+def test_migration_0002_on_tables_without_an_epoch():
+    from django.db import connection
+    from django.db.migrations.executor import MigrationExecutor
+
+    ChannelCounter.objects.all().delete()
+    executor = MigrationExecutor(connection)
+    executor.migrate([("grip_eventstream", "0001_initial")])
+    old_apps = executor.loader.project_state([("grip_eventstream", "0001_initial")]).apps
+    # Not an epoch this library wrote: skipped (a new epoch is made on first use).
+    old_apps.get_model("grip_eventstream", "Epoch").objects.create(pk=1, value="bad!")
+    executor = MigrationExecutor(connection)
+    executor.migrate([("grip_eventstream", "0002_epoch_in_counters")])
+    assert not ChannelCounter.objects.exists()
+    executor = MigrationExecutor(connection)
+    executor.migrate([("grip_eventstream", "0001_initial")])
+    MigrationExecutor(connection).migrate([("grip_eventstream", "0002_epoch_in_counters")])

@@ -139,8 +139,9 @@ def assert_plain_stream_headers(response):
 # --- the proxy check --------------------------------------------------------------------
 
 
-def test_no_grip_sig_is_400():
+def test_no_grip_sig_is_400(caplog):
     response = call("/events/", sig=None)
+    assert "did not come through a GRIP proxy" in caplog.text
     assert response.status_code == 400
     assert response["Content-Type"] == "text/plain; charset=utf-8"
     assert b"must be reached through a GRIP proxy" in response.content

@@ -11,16 +11,17 @@ EPOCH_ROW = ""
 
 
 def forwards(apps: StateApps, schema_editor: BaseDatabaseSchemaEditor) -> None:
-    from grip_eventstream.cursor import epoch_to_int
+    from grip_eventstream.cursor import epoch_to_int, parse_cursor
 
     Epoch = apps.get_model("grip_eventstream", "Epoch")
     ChannelCounter = apps.get_model("grip_eventstream", "ChannelCounter")
     db = schema_editor.connection.alias
     value = Epoch.objects.using(db).filter(pk=1).values_list("value", flat=True).first()
-    if value is not None:
-        ChannelCounter.objects.using(db).update_or_create(
-            channel=EPOCH_ROW, defaults={"last_seq": epoch_to_int(value)}
-        )
+    if value is None or parse_cursor(value) is None:
+        return  # no epoch yet, or not one this library wrote: a new one is made on first use
+    ChannelCounter.objects.using(db).update_or_create(
+        channel=EPOCH_ROW, defaults={"last_seq": epoch_to_int(value)}
+    )
 
 
 def backwards(apps: StateApps, schema_editor: BaseDatabaseSchemaEditor) -> None:
