@@ -23,6 +23,7 @@ bench/storm.py measures a reconnect storm.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -32,7 +33,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -104,24 +105,35 @@ def _pg_available() -> bool:
 # --- the child: one database ------------------------------------------------------------
 
 
-def child(db: str, rounds: int) -> None:
-    workdir = Path(tempfile.mkdtemp(prefix="ges-bench-"))
+@contextlib.contextmanager
+def bench_database(db: str, prefix: str, keep: bool = False) -> Iterator[Path]:
+    """A scratch database (SQLite file or PostgreSQL database) and work directory for the
+    bench project, dropped afterwards; yields the work directory."""
+    workdir = Path(tempfile.mkdtemp(prefix=f"ges-{prefix}-"))
+    name = f"ges_{prefix}_{os.getpid()}"
     if db == "postgres":
-        name = f"ges_bench_{os.getpid()}"
         _pg_admin(f'CREATE DATABASE "{name}"')
         os.environ["GES_BENCH_DB"] = f"postgres:{name}"
     else:
-        os.environ["GES_BENCH_DB"] = str(workdir / "bench.sqlite3")
+        os.environ["GES_BENCH_DB"] = str(workdir / f"{prefix}.sqlite3")
     os.environ["DJANGO_SETTINGS_MODULE"] = "bench.project.settings"
     try:
-        figures = measure(workdir, rounds)
+        yield workdir
     finally:
         from django.db import connections
 
         connections.close_all()
         if db == "postgres":
             _pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        shutil.rmtree(workdir, ignore_errors=True)
+        if keep:
+            print(f"logs kept in {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+def child(db: str, rounds: int) -> None:
+    with bench_database(db, "bench") as workdir:
+        figures = measure(workdir, rounds)
     print(json.dumps(figures))
 
 

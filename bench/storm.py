@@ -23,9 +23,7 @@ import argparse
 import asyncio
 import json
 import os
-import shutil
 import sys
-import tempfile
 import time
 from collections import Counter
 from pathlib import Path
@@ -33,7 +31,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.run import SIG_KEY, _pg_admin  # noqa: E402
+from bench.run import SIG_KEY, bench_database  # noqa: E402
 
 HISTORY = 300_000
 MISSED = 10
@@ -49,29 +47,11 @@ def main() -> None:
         "--spread", type=int, default=10, help="EVENTSTREAM_RECONNECT_SPREAD of the app (s)"
     )
     args = parser.parse_args()
-    workdir = Path(tempfile.mkdtemp(prefix="ges-storm-"))
-    if args.db == "postgres":
-        name = f"ges_storm_{os.getpid()}"
-        _pg_admin(f'CREATE DATABASE "{name}"')
-        os.environ["GES_BENCH_DB"] = f"postgres:{name}"
-    else:
-        os.environ["GES_BENCH_DB"] = str(workdir / "storm.sqlite3")
-    os.environ["DJANGO_SETTINGS_MODULE"] = "bench.project.settings"
     # The clients run on asyncio; this process's few database calls are made between them.
     os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
-    try:
+    with bench_database(args.db, "storm", keep=args.keep) as workdir:
         for clients in args.clients:
             storm(workdir / f"n{clients}", clients, args.db, args.spread)
-    finally:
-        from django.db import connections
-
-        connections.close_all()
-        if args.db == "postgres":
-            _pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        if args.keep:
-            print(f"logs kept in {workdir}")
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
 
 
 def rss_kib(pids: list[int]) -> int:

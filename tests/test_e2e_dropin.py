@@ -131,3 +131,23 @@ def test_htmx4_accept_header_gets_the_stream(app):
         assert reader.headers["Content-Type"] == "text/event-stream"
         send(app, channel, {"n": 1})
         assert numbers(events(reader.wait_contains('"n": 1'))) == [1]
+
+
+@pytest.mark.browser
+def test_reconnecting_eventsource_page_in_chromium(app, driver):
+    from tests import browser
+
+    if reason := browser.missing():
+        pytest.skip(reason)
+    channel = unique()
+    driver.get(f"{app.url}/page/?channel={channel}")
+    browser.wait_until(driver, lambda: driver.execute_script("return window.opened"), "open")
+    for n in range(3):
+        send(app, channel, {"n": n})
+    browser.wait_until(
+        driver,
+        lambda: driver.execute_script("return window.received.length") >= 3,
+        "3 events",
+        timeout=15,
+    )
+    assert driver.execute_script("return window.received") == [{"n": 0}, {"n": 1}, {"n": 2}]
