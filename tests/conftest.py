@@ -24,6 +24,9 @@ import requests
 from tests.procs import Gunicorn, Pushpin, SSEReader, read_sse
 from tests.sseparser import Event, SSEParser
 
+# The fixtures the package offers its users, used here as a user's project would.
+pytest_plugins = ["grip_eventstream.testing"]
+
 ROOT = Path(__file__).resolve().parent.parent
 SIG_KEY = "grip-eventstream-test-key-0123456789abcdef"
 
