@@ -36,7 +36,8 @@ from types import TracebackType
 from typing import Any, Protocol, Self
 
 import requests
-import urllib3
+
+from grip_eventstream.pushpin import SERVICES_1_36, PushpinConfig, not_ready, services_for, version
 
 __all__ = [
     "Gunicorn",
@@ -50,10 +51,8 @@ __all__ = [
     "wait_on",
 ]
 
-# Pushpin's 4 services, as named in their pid files in the rundir.
-PUSHPIN_SERVICES = ("condure", "zurl", "pushpin-proxy", "pushpin-handler")
-_READY_PREFIX = "/__ready/"
-_STREAM_OPENED = b"[stream opened]"
+# Pushpin's services, as named in their pid files in the rundir.
+PUSHPIN_SERVICES = services_for(version()) if shutil.which("pushpin") else SERVICES_1_36
 # AF_UNIX sun_path is 108 bytes with the terminating NUL; Pushpin's longest ipc name in the rundir
 # is "pp-condure-out-stream" (21) plus the slash: keep a margin for future names.
 _MAX_RUNDIR_LEN = 107 - 40
@@ -515,45 +514,29 @@ class Pushpin(_ManagedProcess):
 
     # -- files
 
+    @property
+    def settings(self) -> PushpinConfig:
+        """The configuration, written by grip_eventstream.pushpin (one implementation)."""
+        return PushpinConfig(
+            target=self.target,
+            rundir=self.rundir,
+            http_port=self.http_port,
+            control_port=self.control_port,
+            sig_key=self.sig_key,
+            sig_iss=self.sig_iss,
+            push_in_port=self.push_in_port,
+            push_in_sub_port=self.push_in_sub_port,
+            command_port=self.command_port,
+            message_wait_ms=self.message_wait_ms,
+            id_cache_ttl=self.id_cache_ttl,
+            extra_routes=self.extra_routes,
+        )
+
     def _write_files(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.rundir.mkdir(parents=True, exist_ok=True)
-        routes = [f"*,path_beg={_READY_PREFIX} test,path_rem={len(_READY_PREFIX) - 1}"]
-        routes += self.extra_routes
-        routes.append(f"* {self.target}")
-        self.routes_path.write_text("\n".join(routes) + "\n")
-        self.config_path.write_text(
-            f"""\
-[global]
-include={{libdir}}/internal.conf
-rundir={self.rundir}
-ipc_prefix=pp-
-
-[runner]
-services={",".join(PUSHPIN_SERVICES)}
-http_port=127.0.0.1:{self.http_port}
-logdir=
-
-[proxy]
-routesfile={self.routes_path.name}
-sig_iss={self.sig_iss}
-sig_key={self.sig_key}
-updates_check=off
-zurl_out_specs=ipc://{{rundir}}/{{ipc_prefix}}zurl-in
-zurl_out_stream_specs=ipc://{{rundir}}/{{ipc_prefix}}zurl-in-stream
-zurl_in_specs=ipc://{{rundir}}/{{ipc_prefix}}zurl-out
-
-[handler]
-push_in_spec=tcp://127.0.0.1:{self.push_in_port}
-push_in_sub_specs=tcp://127.0.0.1:{self.push_in_sub_port}
-push_in_http_addr=127.0.0.1
-push_in_http_port={self.control_port}
-command_spec=tcp://127.0.0.1:{self.command_port}
-stats_spec=ipc://{{rundir}}/{{ipc_prefix}}stats
-message_wait={self.message_wait_ms}
-id_cache_ttl={self.id_cache_ttl}
-"""
-        )
+        self.routes_path.write_text(self.settings.routes())
+        self.config_path.write_text(self.settings.config(PUSHPIN_SERVICES, self.routes_path.name))
 
     def _read_pid_files(self) -> dict[str, int]:
         found: dict[str, int] = {}
@@ -611,33 +594,10 @@ id_cache_ttl={self.id_cache_ttl}
 
     def _ready(self) -> bool:
         self._raise_if_exited()
-        # A plain request can be proxied while stream holds still fail with "500 Accept service
-        # unavailable" (PUSHPIN.md): only a stream from the built-in test target proves the
-        # handler is wired up. Right after start a stream can also be accepted and then never
-        # get its first bytes (seen in 2 of 12 starts): give up on it quickly and probe again.
-        probe = f"{self.url}{_READY_PREFIX}stream"
-        try:
-            with requests.get(probe, stream=True, timeout=(1, 0.3)) as response:
-                if response.status_code != 200:
-                    self._not_ready = f"GET {probe} answered {response.status_code}"
-                    return False
-                first = response.raw.read(len(_STREAM_OPENED))
-                if first != _STREAM_OPENED:
-                    self._not_ready = f"GET {probe} sent {first!r}, not {_STREAM_OPENED!r}"
-                    return False
-        except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
-            self._not_ready = f"GET {probe} failed: {exc}"
-            return False
-        # The handler does not log a failed bind of its control port (seen): a port taken by
-        # another program shows up only here.
-        control = _http_answers(f"{self.control_url}/")
-        if control is None or "Pushpin API" not in control.text:
-            self._not_ready = (
-                f"the control API {self.control_url}/ does not answer 'Pushpin API' "
-                "(is its port taken by another program?)"
-            )
-            return False
-        return True
+        reason = not_ready(self.settings)
+        if reason is not None:
+            self._not_ready = reason
+        return reason is None
 
     def stop(self) -> None:
         """Stop gracefully (SIGTERM, then SIGKILL after 5 s) and make sure no service survives."""
