@@ -494,12 +494,12 @@ class Pushpin(_ManagedProcess):
     @property
     def url(self) -> str:
         """Where clients connect."""
-        return f"http://127.0.0.1:{self.http_port}"
+        return self.settings.url
 
     @property
     def control_url(self) -> str:
         """The publish endpoint base: what GRIP_URL points to."""
-        return f"http://127.0.0.1:{self.control_port}"
+        return self.settings.control_url
 
     def child_pids(self) -> dict[str, int]:
         """Service name -> pid, from the rundir's pid files (recorded at start if they vanished)."""
