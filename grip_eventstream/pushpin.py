@@ -78,10 +78,11 @@ class PushpinConfig:
     control_port: int = 5561
     sig_key: str | None = None
     sig_iss: str = "pushpin"
-    # Pushpin's internal ZeroMQ ports (tcp, on 127.0.0.1).
-    push_in_port: int = 15560
-    push_in_sub_port: int = 15562
-    command_port: int = 15563
+    # Pushpin's internal ZeroMQ sockets: tcp ports on 127.0.0.1, or (None) ipc sockets in
+    # the run directory, which no other program can be using.
+    push_in_port: int | None = None
+    push_in_sub_port: int | None = None
+    command_port: int | None = None
     message_wait_ms: int | None = None
     id_cache_ttl: int | None = None
     extra_routes: Sequence[str] = field(default_factory=tuple)
@@ -102,12 +103,16 @@ class PushpinConfig:
                 "zurl_out_stream_specs=ipc://{rundir}/{ipc_prefix}zurl-in-stream",
                 "zurl_in_specs=ipc://{rundir}/{ipc_prefix}zurl-out",
             ]
+
+        def spec(port: int | None, name: str) -> str:
+            return f"tcp://127.0.0.1:{port}" if port else f"ipc://{{rundir}}/{{ipc_prefix}}{name}"
+
         handler = [
-            f"push_in_spec=tcp://127.0.0.1:{self.push_in_port}",
-            f"push_in_sub_specs=tcp://127.0.0.1:{self.push_in_sub_port}",
+            f"push_in_spec={spec(self.push_in_port, 'push-in')}",
+            f"push_in_sub_specs={spec(self.push_in_sub_port, 'push-in-sub')}",
             "push_in_http_addr=127.0.0.1",
             f"push_in_http_port={self.control_port}",
-            f"command_spec=tcp://127.0.0.1:{self.command_port}",
+            f"command_spec={spec(self.command_port, 'command')}",
             "stats_spec=ipc://{rundir}/{ipc_prefix}stats",
         ]
         if self.message_wait_ms is not None:

@@ -39,6 +39,7 @@ def test_installed_version_is_read():
 
 def test_config_without_zurl_for_connmgr(tmp_path):
     config = PushpinConfig("127.0.0.1:8000", tmp_path, sig_key="k" * 32)
+    assert "push_in_spec=ipc://{rundir}/{ipc_prefix}push-in" in config.config(SERVICES_1_36)
     assert "zurl_out_specs" in config.config(SERVICES_1_36)
     assert "zurl_out_specs" not in config.config(SERVICES_CONNMGR)
     assert "services=connmgr,pushpin-proxy,pushpin-handler" in config.config(SERVICES_CONNMGR)
@@ -47,8 +48,8 @@ def test_config_without_zurl_for_connmgr(tmp_path):
 
 @pytest.fixture
 def ports():
-    """Pushpin's HTTP, control and first internal port for the command."""
-    return free_ports(3)
+    """Pushpin's HTTP and control ports for the command."""
+    return free_ports(2)
 
 
 @pytest.fixture
@@ -73,7 +74,7 @@ def app(test_db_name, tmp_path, transactional_db, ports, settings):
 
 
 def run_command(app, ports):
-    http, control, internal = ports
+    http, control = ports
     command = [
         sys.executable,
         "-m",
@@ -85,8 +86,6 @@ def run_command(app, ports):
         str(http),
         "--control-port",
         str(control),
-        "--internal-ports",
-        str(internal),
     ]
     process = subprocess.Popen(
         command,
@@ -103,7 +102,11 @@ def run_command(app, ports):
         if line.startswith("Quit with"):
             break
     text = "".join(lines)
-    assert f"Open http://127.0.0.1:{http}/" in text, text
+    if f"Open http://127.0.0.1:{http}/" not in text:
+        process.kill()
+        process.wait()
+        process.stdout.close()
+        raise AssertionError(text)
     workdir = Path(re.search(r"Log: (\S+)/pushpin.log", text).group(1))  # type: ignore[union-attr]
     return process, workdir
 

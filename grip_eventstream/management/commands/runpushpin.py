@@ -27,28 +27,18 @@ class Command(BaseCommand):
         parser.add_argument(
             "--control-port", type=int, default=5561, help="Pushpin's control port (GRIP_URL)"
         )
-        parser.add_argument(
-            "--internal-ports",
-            type=int,
-            default=15560,
-            help="the first of 4 ports Pushpin uses internally (default 15560)",
-        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         proxies = get_proxies()
         # Pushpin signs with sig_key; the app verifies with GRIP_URL's key: the same one.
         sig_key = proxies[0].key if proxies and isinstance(proxies[0].key, str) else None
         workdir = Path(tempfile.mkdtemp(prefix="runpushpin-"))
-        first = options["internal_ports"]
         config = PushpinConfig(
             target=options["target"],
             rundir=workdir / "run",
             http_port=options["port"],
             control_port=options["control_port"],
             sig_key=sig_key,
-            push_in_port=first,
-            push_in_sub_port=first + 2,
-            command_port=first + 3,
         )
         process = PushpinProcess(config, workdir, log=workdir / "pushpin.log")
         stop = threading.Event()
