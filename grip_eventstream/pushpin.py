@@ -18,12 +18,14 @@ notes for the settings that matter).
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import time
 from collections.abc import Sequence
@@ -41,6 +43,25 @@ _PR_SET_PDEATHSIG = 1
 
 class PushpinNotInstalled(RuntimeError):
     pass
+
+
+def free_ports(count: int) -> list[int]:
+    """``count`` distinct free TCP ports on 127.0.0.1.
+
+    The sockets stay open until all ports are picked so the kernel cannot hand out one port
+    twice; another process may still take one before it is bound (an accepted race).
+    """
+    with contextlib.ExitStack() as stack:
+        ports: list[int] = []
+        for _ in range(count):
+            sock = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+            sock.bind(("127.0.0.1", 0))
+            ports.append(sock.getsockname()[1])
+        return ports
+
+
+def free_port() -> int:
+    return free_ports(1)[0]
 
 
 def executable() -> str:

@@ -13,18 +13,37 @@ Enable it in the project's ``conftest.py`` with ``pytest_plugins = ["grip_events
 ``mail.outbox`` records mail: nothing reaches a proxy, events are still stored when storage
 is enabled, and an event sent in a transaction is recorded when it commits (use
 ``django_capture_on_commit_callbacks`` or a transactional test for those).
+
+``eventstream_pushpin`` runs a real Pushpin in front of pytest-django's ``live_server`` and
+points ``GRIP_URL`` at it for the test, so that streams work end to end::
+
+    def test_chat_stream(eventstream_pushpin):
+        with eventstream_pushpin.stream("/events/?channel=chat") as stream:
+            send_event("chat", "message", {"text": "hi"})
+            assert stream.next().json() == {"text": "hi"}
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+import secrets
+import shutil
+import tempfile
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 import pytest
 
 from . import grip
+from .pushpin import PushpinConfig, PushpinProcess, free_ports
+from .sseclient import EventStream
+
+if TYPE_CHECKING:
+    from django.test import Client
+    from pytest_django.live_server_helper import LiveServer
 
 
 @dataclass(frozen=True)
@@ -100,3 +119,86 @@ def eventstream_outbox(monkeypatch: pytest.MonkeyPatch) -> Outbox:
     monkeypatch.setattr("grip_eventstream.eventstream.get_publisher", lambda: recorder)
     monkeypatch.setattr("grip_eventstream.eventstream.get_background_publisher", lambda: recorder)
     return outbox
+
+
+@dataclass(frozen=True)
+class LivePushpin:
+    """A running Pushpin in front of the test's ``live_server``."""
+
+    url: str  # where clients connect, e.g. http://127.0.0.1:43121
+    control_url: str  # its control port; GRIP_URL points here during the test
+    log: Path  # Pushpin's log, for when a stream does not behave
+
+    def stream(
+        self,
+        path: str,
+        *,
+        headers: Mapping[str, str] | None = None,
+        client: Client | None = None,
+        last_event_id: str = "",
+        timeout: float = 10,
+    ) -> EventStream:
+        """Open ``path`` through Pushpin; the subscription is live when this returns.
+
+        ``client``: a Django test ``Client`` whose cookies go with the request, e.g. after
+        ``client.force_login(user)`` for a private channel. ``last_event_id`` resumes as a
+        reconnecting browser does.
+        """
+        cookies = {name: morsel.value for name, morsel in client.cookies.items()} if client else {}
+        return EventStream(
+            self.url + path,
+            headers=headers,
+            cookies=cookies,
+            last_event_id=last_event_id,
+            timeout=timeout,
+        )
+
+
+@dataclass(frozen=True)
+class _Running:
+    config: PushpinConfig
+    log: Path
+
+
+@pytest.fixture(scope="session")
+def _eventstream_pushpin_process(
+    live_server: LiveServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[_Running]:
+    # One Pushpin per test session, like live_server. Its key is random: the test's
+    # GRIP_URL carries it, so Grip-Sig is checked as in production.
+    address = urlsplit(live_server.url)
+    host = "127.0.0.1" if address.hostname == "localhost" else address.hostname
+    http_port, control_port = free_ports(2)
+    workdir = tmp_path_factory.mktemp("eventstream_pushpin")
+    # Pushpin's ipc sockets live in the run directory: a short path keeps them under the
+    # 107-byte limit of a socket path, wherever pytest's temporary directory is.
+    rundir = Path(tempfile.mkdtemp(prefix="ges-pp-"))
+    config = PushpinConfig(
+        target=f"{host}:{address.port}",
+        rundir=rundir,
+        http_port=http_port,
+        control_port=control_port,
+        sig_key=secrets.token_urlsafe(32),
+    )
+    process = PushpinProcess(config, workdir, log=workdir / "pushpin.log")
+    try:
+        process.start()
+        yield _Running(config, workdir / "pushpin.log")
+    finally:
+        process.stop()
+        shutil.rmtree(rundir, ignore_errors=True)
+
+
+@pytest.fixture
+def eventstream_pushpin(
+    _eventstream_pushpin_process: _Running,
+    settings: Any,  # pytest-django's settings fixture; its class was renamed in 4.11
+) -> LivePushpin:
+    """A real Pushpin in front of ``live_server``; ``send_event`` publishes to it."""
+    config = _eventstream_pushpin_process.config
+    settings.GRIP_URL = f"{config.control_url}?iss={config.sig_iss}&key={config.sig_key}"
+    if hasattr(settings, "GRIP_PROXIES"):
+        del settings.GRIP_PROXIES
+    # Pushpin passes on the Host its client used.
+    settings.ALLOWED_HOSTS = [*settings.ALLOWED_HOSTS, "127.0.0.1"]
+    return LivePushpin(config.url, config.control_url, _eventstream_pushpin_process.log)

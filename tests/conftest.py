@@ -21,11 +21,13 @@ from pathlib import Path
 import pytest
 import requests
 
+from grip_eventstream.sseclient import Event, SSEParser
 from tests.procs import Gunicorn, Pushpin, SSEReader, read_sse
-from tests.sseparser import Event, SSEParser
 
 # The fixtures the package offers its users, used here as a user's project would.
 pytest_plugins = ["grip_eventstream.testing"]
+# A user's project with its own settings and tests: tests/test_testing.py runs it.
+collect_ignore = ["kitproject"]
 
 ROOT = Path(__file__).resolve().parent.parent
 SIG_KEY = "grip-eventstream-test-key-0123456789abcdef"

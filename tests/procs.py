@@ -37,7 +37,15 @@ from typing import Any, Protocol, Self
 
 import requests
 
-from grip_eventstream.pushpin import SERVICES_1_36, PushpinConfig, not_ready, services_for, version
+from grip_eventstream.pushpin import (
+    SERVICES_1_36,
+    PushpinConfig,
+    free_port,
+    free_ports,
+    not_ready,
+    services_for,
+    version,
+)
 
 __all__ = [
     "Gunicorn",
@@ -65,26 +73,6 @@ class MissingExecutableError(RuntimeError):
 
 # --------------------------------------------------------------------------------------------
 # small helpers
-
-
-def free_ports(count: int) -> list[int]:
-    """``count`` distinct free TCP ports on 127.0.0.1.
-
-    The sockets stay open until all ports are picked so the kernel cannot hand out one port twice;
-    another process may still grab one before we bind it (accepted race).
-    """
-    with contextlib.ExitStack() as stack:
-        ports: list[int] = []
-        for _ in range(count):
-            sock = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
-            sock.bind(("127.0.0.1", 0))
-            ports.append(sock.getsockname()[1])
-        return ports
-
-
-def free_port() -> int:
-    """A free TCP port on 127.0.0.1 (someone may take it before you bind it: accepted race)."""
-    return free_ports(1)[0]
 
 
 def log_tail(path: Path | None, lines: int = _LOG_TAIL_LINES) -> str:

@@ -14,8 +14,8 @@ from collections.abc import Mapping
 
 import requests
 
+from grip_eventstream.sseclient import Event, SSEParser
 from tests.procs import read_sse, wait_on
-from tests.sseparser import Event, SSEParser
 
 
 class ReconnectingClient:

@@ -1,6 +1,12 @@
-"""grip_eventstream.testing: the eventstream_outbox fixture, used as a project would."""
+"""grip_eventstream.testing: the fixtures, used as a project would."""
 
 from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from django.contrib.auth.models import User
@@ -54,3 +60,47 @@ def test_multiline_data_and_odd_names(eventstream_outbox, settings):
     send_event("room 1", "ty%pe", "a\nb", json_encode=False)
     (event,) = eventstream_outbox
     assert (event.channel, event.event_type, event.data) == ("room 1", "ty%pe", "a\nb")
+
+
+KIT_PROJECT = Path(__file__).resolve().parent / "kitproject"
+
+
+@pytest.mark.e2e
+def test_a_user_project_tests_its_streams_with_the_kit():
+    # tests/kitproject is a small project with its own pytest.ini, settings and tests, which
+    # use eventstream_outbox and eventstream_pushpin (a real Pushpin in front of
+    # live_server): run as the user would, in its directory, without this suite's settings.
+    env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-v"],
+        cwd=KIT_PROJECT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    passed = re.findall(r"^test_streams\.py::(\w+) PASSED", result.stdout, re.MULTILINE)
+    assert passed == [
+        "test_a_comment_is_announced",
+        "test_a_comment_reaches_an_open_stream",
+        "test_a_reconnecting_client_gets_what_it_missed",
+        "test_an_inbox_is_private",
+    ], result.stdout
+
+
+@pytest.fixture
+def many_proxies(settings):
+    settings.GRIP_PROXIES = [{"control_uri": "http://127.0.0.1:9/", "key": "k" * 32}]
+
+
+@pytest.mark.e2e
+def test_eventstream_pushpin_replaces_the_configured_proxies(many_proxies, eventstream_pushpin):
+    from django.conf import settings
+
+    assert not hasattr(settings, "GRIP_PROXIES")  # else send_event would publish there too
+    assert settings.GRIP_URL.startswith(eventstream_pushpin.control_url)
+    with eventstream_pushpin.stream("/stream/?channel=kit-proxies") as stream:
+        send_event("kit-proxies", "message", {"n": 1})
+        assert stream.next(timeout=10).json() == {"n": 1}
+    assert "publish channel=kit-proxies receivers=1" in eventstream_pushpin.log.read_text()

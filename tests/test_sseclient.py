@@ -1,11 +1,14 @@
-"""The test-support SSE parser against the WHATWG spec and web-platform-tests eventsource/format-*.
+"""The test kit's SSE parser against the WHATWG spec and web-platform-tests eventsource/format-*.
 
 Cases marked "WPT" follow the stream and expectations of the named web-platform-tests file.
 """
 
+import uuid
+
 import pytest
 
-from tests.sseparser import Event, SSEParser
+from grip_eventstream import send_event
+from grip_eventstream.sseclient import Event, EventStream, SSEParser, StreamEnded
 
 
 def parse(*chunks):
@@ -295,3 +298,44 @@ def test_trailing_event_with_single_line_end_not_dispatched():
 def test_str_and_bytes_chunks_mix():
     _, events = parse("data: a", b"\xc3\xa9", "\n", b"\n")
     assert events == [message("a\u00e9")]
+
+
+# --- EventStream, the test kit's client, against the real Pushpin + gunicorn ---------------
+
+
+@pytest.mark.e2e
+def test_event_stream_waits_for_events_and_times_out(stack):
+    channel = f"kit-{uuid.uuid4().hex[:8]}"
+    with EventStream(f"{stack.url}/stream/?channel={channel}") as stream:
+        assert (stream.status, stream.headers["Content-Type"]) == (200, "text/event-stream")
+        send_event(channel, "message", {"n": 1})
+        send_event(channel, "tick", "two", json_encode=False)
+        first, second = stream.wait(2, timeout=10)
+        with pytest.raises(TimeoutError, match="0 of 1 events"):
+            stream.next(timeout=0.3)
+        with pytest.raises(TimeoutError, match="still open"):
+            stream.wait_ended(timeout=0.3)
+        assert not stream.ended
+    assert (first.type, first.json(), second.type, second.data) == (
+        "message",
+        {"n": 1},
+        "tick",
+        "two",
+    )
+    assert stream.last_event_id == second.last_event_id != first.last_event_id
+    with EventStream(
+        f"{stack.url}/stream/?channel={channel}", last_event_id=first.last_event_id
+    ) as again:
+        assert again.next(timeout=10) == second  # resumed after the first
+
+
+@pytest.mark.e2e
+def test_event_stream_reports_a_stream_that_ends(stack):
+    # Straight to gunicorn, not through Pushpin: refused with 400, and the body ends.
+    with EventStream(f"{stack.gunicorn.url}/stream/?channel=kit") as stream:
+        assert stream.status == 400
+        with pytest.raises(StreamEnded, match="ended after 0 of 1 events"):
+            stream.next(timeout=10)
+        assert stream.wait_ended() == []
+        assert stream.ended
+        assert stream.retry is None

@@ -1,0 +1,1 @@
+pytest_plugins = ["grip_eventstream.testing"]
