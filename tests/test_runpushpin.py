@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import configparser
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -125,6 +127,7 @@ def test_runpushpin_streams_and_stops_on_ctrl_c(app, ports):
         assert process.wait(20) == 0
         assert "Pushpin stopped." in process.stdout.read()
         assert processes_mentioning(str(workdir)) == []
+        assert not workdir.exists()
     finally:
         if process.poll() is None:
             process.kill()
@@ -138,6 +141,37 @@ def test_pushpin_stops_when_the_command_is_killed(app, ports):
     process.wait()
     process.stdout.close()
     wait_for(lambda: processes_mentioning(str(workdir)) == [], 15, "Pushpin to stop")
+    shutil.rmtree(workdir)  # the command had no chance to remove it
+
+
+def test_repository_config_is_the_runners(tmp_path):
+    # pushpin/pushpin.conf and pushpin/routes, for running Pushpin by hand, say what the
+    # runner writes (whose configuration every e2e test runs): same services, addresses,
+    # signing and routes; only where files go may differ.
+    def parse(text: str) -> dict[tuple[str, str], str]:
+        parser = configparser.ConfigParser(interpolation=None)
+        parser.read_string(text)
+        return {(s, k): v for s in parser.sections() for k, v in parser.items(s)}
+
+    ours = parse((ROOT / "pushpin" / "pushpin.conf").read_text())
+    key = ours[("proxy", "sig_key")]
+    runner = parse(PushpinConfig("127.0.0.1:8000", tmp_path, sig_key=key).config(SERVICES_1_36))
+    where = {("global", "rundir"), ("global", "ipc_prefix"), ("runner", "logdir")}
+    differing = {
+        key: (ours.get(key), value)
+        for key, value in runner.items()
+        if key not in where and ours.get(key) != value
+    }
+    assert differing == {}
+    # The example app (scripts/demo) verifies Grip-Sig with that key.
+    example_settings = (ROOT / "example" / "demo_project" / "settings.py").read_text()
+    assert f"?key={key}" in example_settings
+    routes = [
+        line
+        for line in (ROOT / "pushpin" / "routes").read_text().splitlines()
+        if line and not line.startswith("#")
+    ]
+    assert routes == PushpinConfig("127.0.0.1:8000", tmp_path).routes().splitlines()
 
 
 def test_missing_pushpin_is_a_clear_error(tmp_path):

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import shutil
 import signal
 import tempfile
 import threading
@@ -8,7 +9,12 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from grip_eventstream.pushpin import PushpinConfig, PushpinNotInstalled, PushpinProcess
+from grip_eventstream.pushpin import (
+    PushpinConfig,
+    PushpinNotInstalled,
+    PushpinProcess,
+    executable,
+)
 from grip_eventstream.registry import get_proxies
 
 
@@ -29,6 +35,10 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
+        try:
+            executable()
+        except PushpinNotInstalled as exc:
+            raise CommandError(str(exc)) from None
         proxies = get_proxies()
         # Pushpin signs with sig_key; the app verifies with GRIP_URL's key: the same one.
         sig_key = proxies[0].key if proxies and isinstance(proxies[0].key, str) else None
@@ -45,8 +55,6 @@ class Command(BaseCommand):
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
         try:
             process.start()
-        except PushpinNotInstalled as exc:
-            raise CommandError(str(exc)) from None
         except (TimeoutError, RuntimeError) as exc:
             raise CommandError(f"{exc} (log: {workdir / 'pushpin.log'})") from None
         self.stdout.write(
@@ -63,4 +71,7 @@ class Command(BaseCommand):
             pass
         finally:
             process.stop()
+            # Its log goes too: it was printed where to find it while Pushpin ran, and
+            # every run would otherwise leave a directory behind.
+            shutil.rmtree(workdir, ignore_errors=True)
             self.stdout.write("Pushpin stopped.")
