@@ -776,6 +776,57 @@ class Gunicorn(_ManagedProcess):
 
 
 # --------------------------------------------------------------------------------------------
+# any other program (runserver, manage.py runpushpin)
+
+
+class Program(_ManagedProcess):
+    """``command`` run until stopped; ready once ``ready(log text)`` holds."""
+
+    _name = "program"
+
+    def __init__(
+        self,
+        command: list[str],
+        *,
+        cwd: Path,
+        log_path: Path,
+        ready: Callable[[str], bool],
+        env: Mapping[str, str] | None = None,
+        timeout: float = 30,
+    ) -> None:
+        super().__init__(log_path)
+        self.command = command
+        self.cwd = cwd
+        self.env = env
+        self.ready = ready
+        self.timeout = timeout
+        self._name = " ".join(command[-3:])
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def start(self) -> Self:
+        reaper = self._spawn(self.command, cwd=self.cwd, title=self._name, env=self.env)
+        del reaper  # the group is watched: a program's children share it
+
+        def ready() -> bool:
+            self._raise_if_exited()
+            return self.ready(self.log())
+
+        self._wait_ready(ready, self.timeout, f"{self._name} to be ready")
+        return self
+
+    def stop(self) -> None:
+        """SIGTERM, SIGKILL after 10 s, then SIGKILL whatever is left in its group."""
+        popen = self._popen
+        if popen is None:
+            return
+        _terminate(popen, 10)
+        _signal_group(popen.pid, signal.SIGKILL)
+        self._release()
+
+
+# --------------------------------------------------------------------------------------------
 # SSE client
 
 
