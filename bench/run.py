@@ -10,7 +10,9 @@ the median over the rounds of each ratio:
 
 * subscribe (no replay), and subscribe replaying 10 and 100 missed events, as a fraction
   of the hello view's rate (1 sync worker: time from request to response headers through
-  Pushpin, which sends them once the app has answered);
+  Pushpin, which sends them once the app has answered); for reference, a view answering a
+  static GRIP hold with no work at all: Pushpin's own cost of a hold, which bounds every
+  stream figure through Pushpin;
 * a reconnect with 10 missed events on a channel holding 1,000,000 events against one
   holding 1,000 (the cost must follow what was missed, not what is stored);
 * send_event with storage against a bare loop of one INSERT and one POST to Pushpin;
@@ -72,6 +74,7 @@ def print_table(tables: list[tuple[str, dict[str, float]]]) -> None:
     rows = [
         ("subscribe vs hello, in the worker (straight to gunicorn)", "direct", ">= 0.85"),
         ("subscribe, no replay, vs hello, through Pushpin (rate ratio)", "subscribe", ">= 0.85"),
+        ("static GRIP hold, no app work, vs hello, through Pushpin", "hold", "(floor)"),
         ("subscribe replaying 10 missed, vs hello", "replay10", ">= 0.6"),
         ("subscribe replaying 100 missed, vs hello", "replay100", ">= 0.3"),
         ("reconnect 10 missed: 1,000,000 stored vs 1,000 (time ratio)", "history", "<= 1.2"),
@@ -88,8 +91,9 @@ def print_table(tables: list[tuple[str, dict[str, float]]]) -> None:
         print(f"| {label} | " + " | ".join(cells) + f" | {target} |")
     for db, figures in tables:
         print(
-            f"{db}: through Pushpin hello {figures['hello_ms']:.2f} ms, subscribe "
-            f"{figures['subscribe_ms']:.2f} ms; straight to gunicorn hello "
+            f"{db}: through Pushpin hello {figures['hello_ms']:.2f} ms, static hold "
+            f"{figures['hold_ms']:.2f} ms, subscribe {figures['subscribe_ms']:.2f} ms, "
+            f"replay10 {figures['replay10_ms']:.2f} ms; straight to gunicorn hello "
             f"{figures['hello_direct_ms']:.2f} ms, "
             f"subscribe {figures['subscribe_direct_ms']:.2f} ms"
         )
@@ -250,6 +254,7 @@ def run_rounds(pushpin: object, app_port: int, rounds: int) -> dict[str, float]:
             app_port, f"/stream/?channel=live&lastEventId={now}", signed
         ),
         "hello": lambda: timed_get(port, "/hello/"),
+        "hold": lambda: timed_get(port, "/hold/"),
         "subscribe": lambda: timed_get(port, f"/stream/?channel=live&lastEventId={now}"),
         "replay10": lambda: timed_get(port, "/stream/?channel=live", {"Last-Event-ID": c10}),
         "replay100": lambda: timed_get(port, "/stream/?channel=live", {"Last-Event-ID": c100}),
@@ -277,6 +282,7 @@ def run_rounds(pushpin: object, app_port: int, rounds: int) -> dict[str, float]:
             h / s for h, s in zip(per_round["hello"], per_round["subscribe"], strict=True)
         ],
         "replay10": [h / s for h, s in zip(per_round["hello"], per_round["replay10"], strict=True)],
+        "hold": [h / s for h, s in zip(per_round["hello"], per_round["hold"], strict=True)],
         "replay100": [
             h / s for h, s in zip(per_round["hello"], per_round["replay100"], strict=True)
         ],
@@ -287,6 +293,8 @@ def run_rounds(pushpin: object, app_port: int, rounds: int) -> dict[str, float]:
     figures["subscribe_ms"] = statistics.median(per_round["subscribe"]) * 1000
     figures["hello_direct_ms"] = statistics.median(per_round["hello_direct"]) * 1000
     figures["subscribe_direct_ms"] = statistics.median(per_round["subscribe_direct"]) * 1000
+    figures["hold_ms"] = statistics.median(per_round["hold"]) * 1000
+    figures["replay10_ms"] = statistics.median(per_round["replay10"]) * 1000
     figures.update(publish_rounds(pushpin, rounds))
     return figures
 

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 from django.core.exceptions import ImproperlyConfigured
 from django.utils.module_loading import import_string
 
-from .conf import CACHED_SETTINGS, conf
+from .conf import CACHED_SETTINGS, conf, forget_values
 
 if TYPE_CHECKING:
     from .channelmanager import ChannelManagerBase
@@ -75,6 +75,7 @@ def _instantiate(path: str, setting: str) -> Any:
 
 def clear_caches(*, setting: str, **kwargs: object) -> None:
     """``setting_changed`` receiver, connected in AppConfig.ready()."""
+    forget_values()
     if setting not in CACHED_SETTINGS:
         return
     if get_background_publisher.cache_info().currsize:

@@ -162,18 +162,20 @@ def plan(request: ReplayRequest, source: EventSource) -> Replay:
             data = json.dumps({"channels": resets[reason], "reason": reason})
             replay.blocks.append((data, "stream-reset", replay.cursor))
             size += escaped_size(data, "stream-reset", replay.cursor)
-    for event in heapq.merge(*streams, key=lambda e: e.order):
+    merged = streams[0] if len(streams) == 1 else heapq.merge(*streams, key=lambda e: e.order)
+    for event in merged:
         if replay.events >= request.max_events:
             replay.complete = False
             break
         before = replay.positions[event.channel]
         replay.positions[event.channel] = event.seq
-        cost = escaped_size(event.data, event.event_type, replay.cursor)
+        cursor = replay.cursor
+        cost = escaped_size(event.data, event.event_type, cursor)
         if replay.events and size + cost > request.max_bytes:
             replay.positions[event.channel] = before
             replay.complete = False
             break
-        replay.blocks.append((event.data, event.event_type, replay.cursor))
+        replay.blocks.append((event.data, event.event_type, cursor))
         size += cost
         replay.events += 1
     if replay.complete and request.id_only_tail:

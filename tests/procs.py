@@ -833,8 +833,8 @@ class Program(_ManagedProcess):
 class SSEReader:
     """Reads a streaming HTTP response in a background thread and keeps every byte.
 
-    It does not parse SSE (tests/sseparser.py does): it exposes the raw text and a thread-safe
-    ``wait_for``. Close it (or use ``with``) so the socket is not leaked.
+    It does not parse SSE (grip_eventstream.sseclient does): it exposes the raw text and a
+    thread-safe ``wait_for``. Close it (or use ``with``) so the socket is not leaked.
     """
 
     def __init__(self, response: requests.Response, read_timeout: float | None = None) -> None:

@@ -419,3 +419,15 @@ def test_background_forked_child_starts_empty(monkeypatch):
     assert [item(2)] in sink.batches
     monkeypatch.undo()
     background.close()
+
+
+def test_background_lingers_to_publish_items_together():
+    sink = Collecting()
+    background = BackgroundPublisher(sink, linger=5)  # type: ignore[arg-type]
+    for n in range(3):
+        background.submit([item(n)], channel="c")
+    started = time.monotonic()
+    assert background.flush(timeout=5)
+    assert time.monotonic() - started < 2  # flush ends the linger at once
+    assert sink.batches == [[item(0), item(1), item(2)]]
+    background.close()

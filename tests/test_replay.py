@@ -16,8 +16,8 @@ from hypothesis import strategies as st
 from grip_eventstream import grip, replay
 from grip_eventstream.cursor import format_cursor, parse_cursor
 from grip_eventstream.replay import ReplayRequest, StoredEvent, plan, resolve_positions
+from grip_eventstream.sseclient import SSEParser
 from tests.pushpin_model import pushpin_build_id
-from tests.sseparser import SSEParser
 
 EPOCH = "abcdefg"
 

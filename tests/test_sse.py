@@ -1,4 +1,4 @@
-"""grip_eventstream.sse: encoder unit tests, and property tests against tests.sseparser."""
+"""grip_eventstream.sse: encoder unit tests, and property tests against the sseclient parser."""
 
 import re
 
@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from grip_eventstream.sse import encode_comment, encode_event, encode_id_only
-from tests.sseparser import Event, SSEParser
+from grip_eventstream.sseclient import Event, SSEParser
 
 # --- encode_event ---------------------------------------------------------------------------
 

@@ -30,9 +30,9 @@ from grip_eventstream.conf import conf
 from grip_eventstream.cursor import channel_key, format_cursor, parse_cursor
 from grip_eventstream.eventstream import get_current_event_id
 from grip_eventstream.models import Event
+from grip_eventstream.sseclient import SSEParser
 from grip_eventstream.storage import DjangoModelStorage
 from tests.pushpin_model import pushpin_build_id
-from tests.sseparser import SSEParser
 
 pytestmark = pytest.mark.django_db
 

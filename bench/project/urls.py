@@ -8,7 +8,16 @@ def hello(request):
     return HttpResponse("hello world\n", content_type="text/plain")
 
 
+def hold(request):
+    """A stream's answer with no work behind it: what Pushpin's handling of a hold costs."""
+    response = HttpResponse("", content_type="text/event-stream")
+    response["Grip-Hold"] = "stream"
+    response["Grip-Channel"] = "bench-static"
+    return response
+
+
 urlpatterns = [
     path("hello/", hello),
+    path("hold/", hold),
     path("stream/", include(grip_eventstream.urls)),
 ]
