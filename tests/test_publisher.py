@@ -209,6 +209,35 @@ def test_publish_bad_uri_is_a_publish_error(make_publisher):
     assert reason
 
 
+def test_publish_goes_through_an_environment_proxy(fake_proxy, make_publisher, monkeypatch):
+    # HTTP_PROXY applies as it does for requests: the POST goes to the proxy, absolute URI.
+    monkeypatch.setenv("HTTP_PROXY", fake_proxy.url)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    make_publisher("http://pushpin.internal:5561").publish([ITEM])
+    (request,) = fake_proxy.requests
+    assert request.path == "http://pushpin.internal:5561/publish/"
+    assert json.loads(request.body) == {"items": [ITEM]}
+
+
+@pytest.mark.parametrize("bundle_is_dir", [True, False])
+def test_publish_over_https_verifies_with_the_ca_bundle(
+    closed_port, make_publisher, monkeypatch, tmp_path, bundle_is_dir
+):
+    bundle = tmp_path if bundle_is_dir else tmp_path / "ca.pem"
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(bundle))
+    publisher = make_publisher(f"https://127.0.0.1:{closed_port}")
+    with pytest.raises(PublishError, match="connection refused"):
+        publisher.publish([ITEM])
+    (target,) = publisher._targets
+    assert target.pool is not None
+    assert target.pool.cert_reqs == "CERT_REQUIRED"
+    if bundle_is_dir:
+        assert (target.pool.ca_cert_dir, target.pool.ca_certs) == (str(bundle), None)
+    else:
+        assert (target.pool.ca_cert_dir, target.pool.ca_certs) == (None, str(bundle))
+
+
 def test_publish_one_proxy_down(fake_proxy, closed_port, make_publisher):
     down = f"http://127.0.0.1:{closed_port}"
     publisher = make_publisher(
