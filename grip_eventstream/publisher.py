@@ -236,7 +236,7 @@ class BackgroundPublisher:
         *,
         max_queue: int = 10_000,
         batch: int = 500,
-        linger: float = 0.002,
+        linger: float = 0.01,
         exit_timeout: float = 5.0,
     ) -> None:
         self.publisher = publisher

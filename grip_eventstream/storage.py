@@ -339,8 +339,21 @@ class DjangoModelStorage(EventStorage):
         if limit is None:
             last = expired.aggregate(last=Max("seq"))["last"]
         else:
-            seqs = list(expired.order_by("seq").values_list("seq", flat=True)[:limit])
-            last = seqs[-1] if seqs else None
+            # The channel's oldest events, in (channel, seq) index order, LIMIT rows at most.
+            # Filtering on created instead walks the whole channel whenever nothing has
+            # expired (profiled: a tenth of an async send, on a channel of 3,000 events).
+            # Numbers follow time, as each is taken when its event is stored, so what has
+            # expired is a prefix; an event stored a moment out of order waits for the next
+            # trim. The first row alone answers the usual case: nothing expired yet.
+            oldest = events.filter(channel=channel).order_by("seq").values_list("seq", "created")
+            first = list(oldest[:1])
+            if not first or first[0][1] >= cutoff:
+                return 0
+            last = None
+            for seq, created in oldest[:limit]:
+                if created >= cutoff:
+                    break
+                last = seq
         if last is None:
             return 0
         # One range delete on the (channel, seq) index rather than a row-by-row loop.

@@ -71,6 +71,19 @@ def test_trim_deletes_expired_oldest_first_and_is_bounded(store):
     assert store.trim("a", 3600) == 0
 
 
+def test_a_bounded_trim_stops_at_the_first_event_not_expired(store):
+    now, old = timezone.now(), timezone.now() - timedelta(hours=2)
+    ages = [old, old, now, old, now]  # seq 4 stored out of order: left for a later trim
+    Event.objects.bulk_create(
+        Event(channel="a", seq=i, event_type="m", data="{}", created=created)
+        for i, created in enumerate(ages, start=1)
+    )
+    assert store.trim("a", 3600, limit=10) == 2
+    assert list(Event.objects.filter(channel="a").values_list("seq", flat=True)) == [3, 4, 5]
+    assert store.trim("a", 3600, limit=10) == 0  # the oldest is recent: nothing to do
+    assert store.trim("empty", 3600, limit=10) == 0
+
+
 def test_send_trims_a_bounded_batch_every_so_often(store, monkeypatch):
     monkeypatch.setattr(storage_module, "TRIM_EVERY", 2)
     monkeypatch.setattr(storage_module, "TRIM_BATCH", 3)
@@ -218,6 +231,22 @@ def test_replay_reads_a_bounded_range_of_the_channel_seq_index(store, big_histor
     else:
         assert "Index Scan using grip_es_event_channel_seq" in plan, plan
         assert "Sort" not in plan, plan
+
+
+def test_a_send_s_trim_reads_the_oldest_events_by_index_only(store, big_history):
+    # Nothing has expired: the bounded trim of a send reads the channel's first event on the
+    # (channel, seq) index and stops, rather than looking for expired rows through it all.
+    from django.db import connection
+
+    (plan,) = _plans(lambda: store.trim("a", 3600, limit=200))
+    if connection.vendor == "sqlite":
+        assert "SEARCH grip_eventstream_event USING INDEX" in plan, plan
+        assert "(channel=?)" in plan, plan
+        assert "TEMP B-TREE" not in plan, plan
+    else:
+        assert "Index Scan using grip_es_event_channel_seq" in plan, plan
+        assert "Sort" not in plan, plan
+        assert "Filter" not in plan, plan  # no created condition to scan for
 
 
 def test_state_reads_the_counters_by_key(store, big_history):
