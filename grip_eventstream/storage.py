@@ -335,8 +335,8 @@ class DjangoModelStorage(EventStorage):
         """Delete events of ``channel`` older than ``ttl`` seconds, oldest first."""
         cutoff = timezone.now() - timedelta(seconds=ttl)
         events = Event.objects.using(self.using)
-        expired = events.filter(channel=channel, created__lt=cutoff)
         if limit is None:
+            expired = events.filter(channel=channel, created__lt=cutoff)
             last = expired.aggregate(last=Max("seq"))["last"]
         else:
             # The channel's oldest events, in (channel, seq) index order, LIMIT rows at most.
