@@ -13,7 +13,7 @@ from django.db import transaction
 
 from . import grip, sse
 from .conf import conf
-from .cursor import format_cursor
+from .cursor import format_cursor, live_id
 from .exceptions import PublishError
 from .registry import (
     get_background_publisher,
@@ -110,7 +110,9 @@ def send_events(
             # (every subscriber's stream has its own set of channels); so every other "%"
             # is escaped.
             content = sse.encode_event(
-                grip.escape_for_filter(text), event=grip.escape_for_filter(event_type), id="%I"
+                grip.escape_for_filter(text),
+                event=grip.escape_for_filter(event_type),
+                id=live_id(channel, event.seq),
             )
             item = grip.http_stream_item(
                 channel,

@@ -165,6 +165,28 @@ def link_path(path: str) -> str:
     return quote(path, safe="/:@&+$-_.!~*'()=")
 
 
+def proxy_features(header: str | None) -> frozenset[str]:
+    """The features a ``Grip-Feature`` request header lists (Pushpin sends it on every request)."""
+    if not header:
+        return frozenset()
+    return frozenset(part.strip() for part in header.split(",") if part.strip())
+
+
+def link_body_filtered(
+    features: frozenset[str], *, old_hold_filtered: bool, new_hold_filtered: bool
+) -> bool:
+    """Whether Pushpin runs the build-id filter over a next-link response's body.
+
+    Pushpin 1.36 filters it with the filters of the hold the stream had when it fetched the
+    link; 1.41 with the filters of the response's own hold (Pushpin commit fbc0d7b "apply
+    next link response's own filters to its content"). The same release added gone links,
+    so a proxy that lists ``link:gone`` behaves as 1.41.
+    """
+    if "link:gone" in features:
+        return new_hold_filtered
+    return old_hold_filtered
+
+
 def link_header(url: str, timeout: int = 0) -> str:
     value = f"<{url}>; rel=next"
     if timeout > 0:

@@ -7,8 +7,8 @@ notes for the settings that matter).
 * The configuration is private (its own run directory and ports), so it never touches
   ``/etc/pushpin`` and several instances can run side by side. It includes zurl's ipc
   addresses: Debian's stock configuration without a running zurl makes every request hang.
-* The services are Pushpin 1.36's (condure, zurl, pushpin-proxy, pushpin-handler) or, from
-  1.39 on, connmgr instead of condure and zurl, chosen from ``pushpin --version``.
+* The services are chosen from ``pushpin --version``: 1.36's (condure, zurl, pushpin-proxy,
+  pushpin-handler), 1.38's (no zurl) or 1.40's (connmgr, proxy, handler).
 * Ready means that a stream held by Pushpin's built-in test target answers through it and
   the control port answers: Pushpin's own startup message comes before its first proxied
   requests can succeed.
@@ -35,7 +35,10 @@ from pathlib import Path
 import requests
 
 SERVICES_1_36 = ("condure", "zurl", "pushpin-proxy", "pushpin-handler")
-SERVICES_CONNMGR = ("connmgr", "pushpin-proxy", "pushpin-handler")
+# 1.38 built condure into Pushpin and makes its outbound requests itself: zurl is no longer
+# a service (1.41 fails to start with it listed). 1.40 renamed the services.
+SERVICES_1_38 = ("condure", "pushpin-proxy", "pushpin-handler")
+SERVICES_1_40 = ("connmgr", "proxy", "handler")
 READY_PREFIX = "/__ready/"
 _STREAM_OPENED = b"[stream opened]"
 _PR_SET_PDEATHSIG = 1
@@ -86,7 +89,12 @@ def version(program: str | None = None) -> tuple[int, ...]:
 
 
 def services_for(pushpin_version: Sequence[int]) -> tuple[str, ...]:
-    return SERVICES_CONNMGR if tuple(pushpin_version) >= (1, 39) else SERVICES_1_36
+    """The ``[runner] services`` of this Pushpin version (each version's example config)."""
+    if tuple(pushpin_version) >= (1, 40):
+        return SERVICES_1_40
+    if tuple(pushpin_version) >= (1, 38):
+        return SERVICES_1_38
+    return SERVICES_1_36
 
 
 @dataclass

@@ -309,8 +309,13 @@ def _stream(
         cursor = link[1].resume
         # Pushpin's own record of what it delivered, on next links that are not pages.
         grip_last = grip.parse_grip_last([request.META.get("HTTP_GRIP_LAST", "")])
-        # A link response's body is filtered as the stream is held when Pushpin fetches it.
-        filtered_if_complete = filtered_if_paged = link[1].filtered
+        features = grip.proxy_features(request.META.get("HTTP_GRIP_FEATURE"))
+        filtered_if_complete = grip.link_body_filtered(
+            features, old_hold_filtered=link[1].filtered, new_hold_filtered=True
+        )
+        filtered_if_paged = grip.link_body_filtered(
+            features, old_hold_filtered=link[1].filtered, new_hold_filtered=False
+        )
     result = replay.plan(
         replay.ReplayRequest(
             epoch=epoch,

@@ -59,7 +59,7 @@ __all__ = [
     "wait_on",
 ]
 
-# Pushpin's services, as named in their pid files in the rundir.
+# Pushpin's services, by the version on PATH.
 PUSHPIN_SERVICES = services_for(version()) if shutil.which("pushpin") else SERVICES_1_36
 # AF_UNIX sun_path is 108 bytes with the terminating NUL; Pushpin's longest ipc name in the rundir
 # is "pp-condure-out-stream" (21) plus the slash: keep a margin for future names.
@@ -527,10 +527,12 @@ class Pushpin(_ManagedProcess):
         self.config_path.write_text(self.settings.config(PUSHPIN_SERVICES, self.routes_path.name))
 
     def _read_pid_files(self) -> dict[str, int]:
+        # Every *.pid: the files are named after the programs, which differ from the
+        # service names (1.41: connmgr.pid, pushpin-proxy.pid, pushpin-handler.pid).
         found: dict[str, int] = {}
-        for name in PUSHPIN_SERVICES:
+        for path in self.rundir.glob("*.pid"):
             with contextlib.suppress(OSError, ValueError):
-                found[name] = int((self.rundir / f"{name}.pid").read_text().strip())
+                found[path.stem] = int(path.read_text().strip())
         return found
 
     def _our_children(self) -> list[int]:
@@ -551,8 +553,8 @@ class Pushpin(_ManagedProcess):
         self._write_files()
         # Pid files left by a kill() are harmless to Pushpin (seen), but would make child_pids()
         # report dead processes until the new services rewrite them.
-        for name in PUSHPIN_SERVICES:
-            (self.rundir / f"{name}.pid").unlink(missing_ok=True)
+        for path in self.rundir.glob("*.pid"):
+            path.unlink(missing_ok=True)
         self._children = {}
         reaper = self._spawn(
             [

@@ -9,7 +9,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from grip_eventstream import cursor, grip
-from grip_eventstream.cursor import Cursor, channel_key, format_cursor, id_format, parse_cursor
+from grip_eventstream.cursor import (
+    Cursor,
+    channel_key,
+    format_cursor,
+    id_format,
+    live_id,
+    parse_cursor,
+)
 
 # CORS-safelisted without a preflight, and no ':' (see SSE-CHECKLIST item 11).
 CURSOR_CHARS = re.compile(r"[a-z0-9.-]+")
@@ -157,9 +164,32 @@ def test_every_cursor_character_is_cors_safe(epoch, positions):
     assert len(text) <= cursor.MAX_CURSOR_LENGTH
 
 
-@pytest.mark.parametrize("text", [EPOCH + ".", EPOCH + ".aaaaaa-1.aaaaaa-2"])
-def test_parse_cursor_rejects_a_trailing_dot_and_repeated_keys(text):
-    assert parse_cursor(text) is None
+def test_parse_cursor_rejects_a_trailing_dot():
+    assert parse_cursor(EPOCH + ".") is None
+
+
+def test_a_repeated_channel_takes_its_later_position():
+    assert parse_cursor(EPOCH + ".aaaaaa-1.bbbbbb-7.aaaaaa-2") == Cursor(
+        EPOCH, {"aaaaaa": 2, "bbbbbb": 7}
+    )
+
+
+@pytest.mark.parametrize("behind", [False, True], ids=["pushpin-1.36", "pushpin-1.41"])
+@given(epochs, positions_st, st.data())
+def test_live_id_names_the_event_on_both_pushpin_versions(behind, epoch, positions, data):
+    """1.36 renders the id format after updating the event's channel, 1.41 before."""
+    channel = data.draw(channel_names)
+    seq = max(positions.get(channel, 1), 1)  # live events start at 1
+    positions = {**positions, channel: seq}
+    channels = sorted(positions)
+    template = id_format(epoch, channels, {c: grip.id_format_var(c) for c in channels})
+    last_ids = {grip.pushpin_channel(c): p for c, p in positions.items()}
+    if behind:
+        last_ids[grip.pushpin_channel(channel)] = seq - 1
+    rendered = live_id(channel, seq).replace("%I", substitute(template, last_ids))
+    expected = parse_cursor(format_cursor(epoch, positions, channels))
+    assert parse_cursor(rendered) == expected
+    assert CURSOR_CHARS.fullmatch(rendered)
 
 
 @given(st.integers(0, 2**35 - 1))

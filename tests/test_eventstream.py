@@ -14,6 +14,7 @@ from grip_eventstream import (
     send_events,
 )
 from grip_eventstream.grip import pushpin_channel, user_control_channel
+from grip_eventstream.cursor import channel_key
 from grip_eventstream.models import Event
 
 
@@ -60,9 +61,11 @@ def test_reliable_event_is_stored_then_published_with_ids(published):
     assert first["channel"] == pushpin_channel("room 1")
     assert (first["id"], first["prev-id"]) == ("1", "0")
     assert (second["id"], second["prev-id"]) == ("2", "1")
-    # "%I" becomes each subscriber's cursor in Pushpin; every other % is escaped.
+    # "%I" becomes each subscriber's cursor in Pushpin, followed by the event's own
+    # position (cursor.live_id); every other % is escaped.
+    key = channel_key("room 1")
     assert stream(first) == {
-        "content": 'event: update\nid: %I\ndata: {"pct": "100%%"}\n\n',
+        "content": f'event: update\nid: %I.{key}-1\ndata: {{"pct": "100%%"}}\n\n',
         "content-filters": ["build-id"],
     }
     assert Event.objects.filter(channel="room 1").count() == 2

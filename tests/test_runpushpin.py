@@ -16,7 +16,8 @@ import pytest
 from grip_eventstream import send_event
 from grip_eventstream.pushpin import (
     SERVICES_1_36,
-    SERVICES_CONNMGR,
+    SERVICES_1_38,
+    SERVICES_1_40,
     PushpinConfig,
     services_for,
     version,
@@ -29,7 +30,14 @@ pytestmark = pytest.mark.e2e
 
 @pytest.mark.parametrize(
     ("pushpin_version", "services"),
-    [((1, 36, 0), SERVICES_1_36), ((1, 38, 9), SERVICES_1_36), ((1, 39, 0), SERVICES_CONNMGR)],
+    [
+        ((1, 36, 0), SERVICES_1_36),
+        ((1, 37, 9), SERVICES_1_36),
+        ((1, 38, 0), SERVICES_1_38),
+        ((1, 39, 1), SERVICES_1_38),
+        ((1, 40, 0), SERVICES_1_40),
+        ((1, 41, 0), SERVICES_1_40),
+    ],
 )
 def test_services_by_version(pushpin_version, services):
     assert services_for(pushpin_version) == services
@@ -43,8 +51,8 @@ def test_config_without_zurl_for_connmgr(tmp_path):
     config = PushpinConfig("127.0.0.1:8000", tmp_path, sig_key="k" * 32)
     assert "push_in_spec=ipc://{rundir}/{ipc_prefix}push-in" in config.config(SERVICES_1_36)
     assert "zurl_out_specs" in config.config(SERVICES_1_36)
-    assert "zurl_out_specs" not in config.config(SERVICES_CONNMGR)
-    assert "services=connmgr,pushpin-proxy,pushpin-handler" in config.config(SERVICES_CONNMGR)
+    assert "zurl_out_specs" not in config.config(SERVICES_1_40)
+    assert "services=connmgr,proxy,handler" in config.config(SERVICES_1_40)
     assert config.routes().endswith("* 127.0.0.1:8000\n")
 
 
