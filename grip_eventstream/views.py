@@ -12,6 +12,7 @@ from typing import Any
 from django.contrib.auth import get_user_model
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.core.exceptions import ValidationError
+from django.db import DatabaseError, transaction
 from django.http import HttpRequest, HttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
@@ -43,6 +44,9 @@ class Refused(Exception):
 
 
 @csrf_exempt
+# Without a transaction of its own (ATOMIC_REQUESTS): opening one while the database is
+# down would fail before the view could answer the outage as it should.
+@transaction.non_atomic_requests
 def events(request: HttpRequest, **kwargs: Any) -> HttpResponse:
     """Subscribe to channels; also serves the next-link requests Pushpin makes."""
     link_token = kwargs.pop("grip_link", None)
@@ -104,7 +108,46 @@ def serve(
         response = text_response(refused.status, refused.message)
     except EndStream:
         response = HttpResponse(b"", content_type="text/event-stream")
+    except DatabaseError as exc:
+        response = _database_unavailable(request, exc, link=link_token is not None)
     return _with_headers(response, cors)
+
+
+# Whether this process has logged the current database outage (logged once per outage).
+_outage_logged = False
+
+
+def _database_unavailable(request: HttpRequest, exc: DatabaseError, *, link: bool) -> HttpResponse:
+    """Answer a stream request that could not reach the database, so that nothing is lost.
+
+    A browser's EventSource (and htmx's SSE extensions) stops for good on any status but
+    200, so a subscribe gets 200 with a ``retry:`` and no hold: the stream ends at once and
+    the browser reconnects after that delay with its Last-Event-ID, as after any network
+    error, until the database answers again. A next link gets 503: Pushpin keeps the
+    client's stream open and fetches the link again (5 tries over about 30 s), then ends
+    the stream, and the browser reconnects.
+    """
+    global _outage_logged
+    if not _outage_logged:
+        _outage_logged = True
+        logger.error(
+            "The database is unavailable: stream requests are answered with a retry until it "
+            "is back (first failure on %s: %s: %s)",
+            request.path,
+            type(exc).__name__,
+            exc,
+        )
+    if link:
+        return text_response(503, "The database is unavailable; try again shortly.")
+    spread = max(conf.EVENTSTREAM_RECONNECT_SPREAD, 5)
+    body = sse.encode_retry(random.randint(1000, spread * 1000)) + ": database unavailable\n\n"
+    return _stream_response(body, {})
+
+
+def _database_reachable() -> None:
+    global _outage_logged
+    _outage_logged = False
+    logger.warning("The database is reachable again: stream requests are served.")
 
 
 def text_response(status: int, message: str) -> HttpResponse:
@@ -298,6 +341,8 @@ def _stream(
         return _stream_response(retry, hold())
 
     epoch, current = storage.get_state(reliable)
+    if _outage_logged:
+        _database_reachable()
     if link is None:
         # The browser sends Last-Event-ID on its own reconnects, newer than any
         # lastEventId the page put in the URL, so the header wins.

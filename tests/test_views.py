@@ -1157,3 +1157,79 @@ def test_subscribes_tell_the_browser_a_random_reconnect_delay(settings):
 def test_no_retry_line_when_the_spread_is_off(settings, spread):
     settings.EVENTSTREAM_RECONNECT_SPREAD = spread
     assert b"retry:" not in call("/events/").content
+
+
+# --- database outages -------------------------------------------------------------------
+
+
+@dataclass
+class Database:
+    down: bool = True
+
+
+@pytest.fixture
+def database_down(monkeypatch):
+    """Reads of the event storage fail, as with the database server stopped, while ``down``."""
+    from django.db import OperationalError
+
+    from grip_eventstream import views
+
+    database = Database()
+    get_state = DjangoModelStorage.get_state
+
+    def maybe_fail(self, channels):
+        if database.down:
+            raise OperationalError("connection refused")
+        return get_state(self, channels)
+
+    monkeypatch.setattr(DjangoModelStorage, "get_state", maybe_fail)
+    monkeypatch.setattr(views, "_outage_logged", False)
+    return database
+
+
+def test_a_subscribe_during_an_outage_is_a_200_retry_without_hold(database_down, caplog):
+    response = call("/events/", **{"Last-Event-ID": "whatever"})
+    assert_plain_stream_headers(response)
+    assert "Grip-Hold" not in response
+    assert "Grip-Channel" not in response
+    assert "Grip-Link" not in response
+    events, parser = body_events(response)
+    assert events == []
+    assert 1000 <= parser.retry <= max(conf.EVENTSTREAM_RECONNECT_SPREAD, 5) * 1000
+
+
+def test_a_next_link_during_an_outage_is_503_so_pushpin_retries_it(database_down):
+    token = links.make_token(links.LinkState(("test",), None, filtered=True))
+    response = call(f"/events/_link/{token}/", **{"Grip-Last": "test; last-id=1"})
+    assert response.status_code == 503
+    assert "Grip-Hold" not in response
+
+
+def test_an_outage_is_logged_once_and_its_end_once(database_down, caplog):
+    with caplog.at_level("WARNING", logger="grip_eventstream"):
+        for _ in range(3):
+            assert "Grip-Hold" not in call("/events/")
+        database_down.down = False
+        for _ in range(2):
+            assert call("/events/")["Grip-Hold"] == "stream"
+    messages = [(r.levelname, r.getMessage()) for r in caplog.records]
+    assert [level for level, _ in messages] == ["ERROR", "WARNING"], messages
+    assert "database is unavailable" in messages[0][1]
+    assert "OperationalError: connection refused" in messages[0][1]
+    assert "reachable again" in messages[1][1]
+
+
+def test_a_user_lookup_during_an_outage_is_a_retry_too(monkeypatch):
+    """The session and the user are read from the database too, before the events."""
+    from django.db import OperationalError
+
+    from tests.channelmanagers import TestChannelManager
+
+    def fail(self, request):
+        raise OperationalError("connection refused")
+
+    monkeypatch.setattr(TestChannelManager, "get_user", fail)
+    response = call("/events/?channel=private-1")
+    assert_plain_stream_headers(response)
+    assert "Grip-Hold" not in response
+    assert body_events(response)[1].retry >= 1000
