@@ -82,6 +82,14 @@ def channel_from_pushpin(pushpin_name: str) -> str | None:
 _CONTROL_PREFIX = "~~u."
 
 
+# A reserved channel, never published to, that every stream without stored channels holds
+# with a prev-id. Pushpin sends a Grip-Last header for each channel with a prev-id on its
+# own next-link requests and strips any Grip-Last a client sends, so with it, a next-link
+# request without Grip-Last is provably not Pushpin's: someone replaying a link read from
+# an access log.
+LINK_PROOF_CHANNEL = "~~link"
+
+
 def user_control_channel(user_pk: object) -> str:
     """The Pushpin channel every stream of the user with this primary key subscribes to."""
     return _CONTROL_PREFIX + user_meta(user_pk)
@@ -118,10 +126,10 @@ def hold_headers(
         channel = Channel(name, sub.prev_id)
         # Reliable channels' publishes carry the build-id content filter, which the
         # subscription must list; skip-users drops publishes whose skip_users meta names
-        # this stream's user.
-        if sub.prev_id is not None:
-            channel.filters.append("build-id")
+        # this stream's user. Reserved (raw) channels take neither.
         if not sub.raw:
+            if sub.prev_id is not None:
+                channel.filters.append("build-id")
             channel.filters.append("skip-users")
         channels.append(channel)
     headers = {

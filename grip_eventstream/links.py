@@ -7,16 +7,25 @@ with the same link. So the link's path carries a token, signed with Django's sig
 is paged, where the next page starts.
 
 A token is only valid for a short while (``max_age``), and every link response hands
-Pushpin a fresh one, so a token copied from an access log soon stops working.
+Pushpin a fresh one. Link URLs stand in the app server's access log, so a copied token must
+be worth nothing even while it is valid:
+
+* a next link is only answered with the ``Grip-Last`` header that Pushpin sends on its own
+  next-link requests and strips from clients' requests (every hold has a channel with a
+  prev-id for that: the stream's stored channels, or ``grip.LINK_PROOF_CHANNEL``);
+* a page link of a paged replay (fetched with no channel held, so without Grip-Last)
+  carries a nonce and is answered once (:func:`use_page_nonce`).
 """
 
 from __future__ import annotations
 
+import secrets
 import time
 from dataclasses import dataclass
 
 from django.conf import settings
 from django.core import signing
+from django.db import IntegrityError, router, transaction
 
 from . import grip
 from .exceptions import InvalidChannel
@@ -45,6 +54,34 @@ class LinkState:
     # Whether Pushpin holds the stream with the build-id filter when it fetches this link:
     # it then runs that filter over the link response's body, which must be escaped.
     filtered: bool = False
+    # A page link's one-time nonce (new_page_nonce); None on next links.
+    nonce: str | None = None
+
+
+def new_page_nonce() -> str:
+    return secrets.token_urlsafe(16)
+
+
+def use_page_nonce(nonce: str, max_age: int) -> bool:
+    """Record that a page link is being answered; False if it has been answered before.
+
+    Raises django.db.DatabaseError when the database cannot be reached.
+    """
+    from .models import UsedPageLink  # models need the app registry: not at import time
+
+    now = int(time.time())
+    using = router.db_for_write(UsedPageLink)
+    try:
+        # A savepoint of its own: on PostgreSQL a failed INSERT would otherwise abort any
+        # transaction around it.
+        with transaction.atomic(using=using):
+            UsedPageLink.objects.using(using).create(nonce=nonce, expires=now + max_age)
+    except IntegrityError:
+        return False
+    # Paged replays are rare (a backlog longer than one response): clearing expired rows
+    # here keeps the table at the size of the last few minutes' pages.
+    UsedPageLink.objects.using(using).filter(expires__lt=now).delete()
+    return True
 
 
 # Tokens made in the current second, by state and SECRET_KEY: signing stamps whole seconds,
@@ -73,6 +110,8 @@ def _sign(state: LinkState) -> str:
         payload["r"] = state.resume
     if state.filtered:
         payload["f"] = 1
+    if state.nonce is not None:
+        payload["n"] = state.nonce
     return signing.dumps(payload, salt=SALT, compress=True)
 
 
@@ -89,12 +128,13 @@ def read_token(token: str, max_age: int, max_channels: int) -> LinkState:
         raise LinkExpired(f"expired ({exc})") from None
     except (signing.BadSignature, ValueError):  # ValueError: a corrupt compressed payload
         raise InvalidLink("bad signature") from None
-    if not isinstance(payload, dict) or not {"c", "u"} <= set(payload) <= {"c", "u", "r", "f"}:
+    if not isinstance(payload, dict) or not {"c", "u"} <= set(payload) <= {"c", "u", "r", "f", "n"}:
         raise InvalidLink("unexpected payload")
     channels = payload.get("c")
     user_pk = payload.get("u")
     resume = payload.get("r")
     filtered = payload.get("f", 0)
+    nonce = payload.get("n")
     if not isinstance(channels, list) or not 0 < len(channels) <= max_channels:
         raise InvalidLink("the channel list is missing, empty or too long")
     try:
@@ -107,7 +147,9 @@ def read_token(token: str, max_age: int, max_channels: int) -> LinkState:
         raise InvalidLink("the resume cursor is not a string")
     if filtered not in (0, 1) or isinstance(filtered, bool):
         raise InvalidLink("the filter flag is not 0 or 1")
-    return LinkState(names, user_pk, resume, filtered=bool(filtered))
+    if (nonce is None) != (resume is None) or (nonce is not None and not isinstance(nonce, str)):
+        raise InvalidLink("a page link without a nonce, or a nonce on a next link")
+    return LinkState(names, user_pk, resume, filtered=bool(filtered), nonce=nonce)
 
 
 def link_url(base_path: str, state: LinkState) -> str:

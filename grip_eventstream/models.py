@@ -38,3 +38,19 @@ class ChannelCounter(models.Model):
 
     def __str__(self) -> str:
         return f"{self.channel}@{self.last_seq}"
+
+
+class UsedPageLink(models.Model):
+    """A page link of a paged replay that has been fetched: each may be fetched once.
+
+    Pushpin fetches a page link at once, with no channel held (so no Grip-Last proves the
+    request is Pushpin's), and its URL then stands in the app server's access log: recording
+    each use makes a copied page link worth nothing. Rows are deleted once their token has
+    expired anyway.
+    """
+
+    nonce = models.CharField(max_length=32, primary_key=True)
+    expires = models.BigIntegerField(db_index=True)  # Unix time
+
+    def __str__(self) -> str:
+        return self.nonce

@@ -259,21 +259,29 @@ def _read_link(request: HttpRequest, token: str) -> tuple[links.LinkState, Abstr
     except links.InvalidLink as exc:
         logger.warning("Refused next-link request: the token is %s", exc.reason)
         raise Refused(400, "Invalid, expired or tampered next-link token.") from None
-    if state.filtered and state.resume is None and "HTTP_GRIP_LAST" not in request.META:
-        # Pushpin's own next-link requests for a stream with reliable channels always
-        # carry Grip-Last, and Pushpin strips a Grip-Last sent by a client: without it,
-        # this is someone replaying a link read from a log.
-        raise Refused(
-            403,
-            "This next link is fetched by the GRIP proxy that holds the stream; it cannot "
-            "be opened as a stream of its own.",
-        )
+    if state.nonce is None and "HTTP_GRIP_LAST" not in request.META:
+        # Every hold has a channel with a prev-id (the stored channels or the link-proof
+        # channel), so Pushpin's own next-link requests carry Grip-Last, and Pushpin strips
+        # a Grip-Last sent by a client: without it, this is someone replaying a link read
+        # from a log.
+        _refuse_copied_link(request, "next link without Grip-Last")
+    if state.nonce is not None and not links.use_page_nonce(state.nonce, link_max_age()):
+        _refuse_copied_link(request, "page link fetched a second time")
     user = None
     if state.user_pk is not None:
         found = _find_user(state.user_pk)
         if found is not None and found.is_active:
             user = found
     return state, user
+
+
+def _refuse_copied_link(request: HttpRequest, reason: str) -> None:
+    logger.warning("Refused a copied link (%s): %s", reason, request.path[:120])
+    raise Refused(
+        403,
+        "This link is fetched once by the GRIP proxy that holds the stream; it cannot be "
+        "opened as a stream of its own.",
+    )
 
 
 def _find_user(pk: str) -> AbstractBaseUser | None:
@@ -319,6 +327,9 @@ def _stream(
     if user is not None:
         # Lets channel_permission_changed() reach this user's streams (see its docstring).
         subscriptions.append(grip.Subscription(grip.user_control_channel(user.pk), raw=True))
+    if not reliable:
+        # Makes Pushpin send Grip-Last on this stream's next-link requests (see _read_link).
+        subscriptions.append(grip.Subscription(grip.LINK_PROOF_CHANNEL, "0", raw=True))
     # Every stream has a next link, reliable or not: Pushpin fetches it on a hint from
     # channel_permission_changed() and after EVENTSTREAM_LINK_TIMEOUT quiet seconds, and
     # each fetch checks the user's permissions again and hands out a fresh token.
@@ -381,7 +392,9 @@ def _stream(
         # page and fetches the next link at once, which continues from this cursor.
         # Without a hold the stream has no channels, so no filter runs over the next
         # page either, whatever ran over this one.
-        page_state = dataclasses.replace(state, resume=result.cursor, filtered=False)
+        page_state = dataclasses.replace(
+            state, resume=result.cursor, filtered=False, nonce=links.new_page_nonce()
+        )
         page_link = grip.link_header(links.link_url(base, page_state))
         return _stream_response(body, {"Grip-Link": page_link})
     subscriptions += [grip.Subscription(c, str(result.positions[c])) for c in reliable]

@@ -142,7 +142,7 @@ def test_a_link_read_from_a_log_is_refused_to_clients(stack):
     path = link_path(channel, links.LinkState((channel,), "1", filtered=True))
     response = requests.get(stack.url + path, timeout=10)
     assert response.status_code == 403
-    assert "fetched by the GRIP proxy" in response.text
+    assert "fetched once by the GRIP proxy" in response.text
 
 
 def test_an_old_link_ends_at_once(stack, monkeypatch):

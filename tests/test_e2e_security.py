@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from django.contrib.auth.models import Group, User
 
-from grip_eventstream import channel_permission_changed, send_event
+from grip_eventstream import channel_permission_changed, get_current_event_id, send_event
 from tests.conftest import SIG_KEY, events, start_stack, wait_events
 
 pytestmark = pytest.mark.e2e
@@ -218,3 +218,61 @@ def test_event_type_with_newline_is_rejected_before_anything_is_stored(stack):
     with pytest.raises(ValueError, match="event"):
         send_event("test", "message\nid: 1", {"x": 1})
     assert not Event.objects.filter(channel="test").exists()
+
+
+# --- links copied from the access log ---------------------------------------------------
+
+
+def logged_links(stack, marker: str) -> list[str]:
+    """Link paths (next links and pages) that gunicorn's access log shows for ``marker``."""
+    import re
+    from urllib.parse import unquote
+
+    text = stack.gunicorn.log_path.read_text(errors="replace")
+    paths = re.findall(r'"GET (/\S*/_link/\S+/) HTTP', text)
+    return [p for p in paths if marker in unquote(p)]
+
+
+@pytest.mark.parametrize(
+    ("channel_prefix", "logged_in"),
+    [("volatile-private", True), ("volatile", False), ("private", True), ("public", False)],
+    ids=["unstored-logged-in", "unstored-anonymous", "stored-logged-in", "stored-anonymous"],
+)
+def test_a_next_link_from_the_access_log_gives_nothing(stack, channel_prefix, logged_in):
+    """Pushpin fetches every stream's next link about 1 s after the subscribe (its check for
+    publishes that raced the subscription), so its URL is in the access log at once."""
+    channel = unique(channel_prefix)
+    headers = login(stack, unique("owner")) if logged_in else {}
+    with stack.stream(f"/rooms/{channel}/events/", headers=headers) as owner:
+        assert owner.status == 200
+        deadline = time.monotonic() + 10
+        while not (copied := logged_links(stack, f"/rooms/{channel}/")):
+            assert time.monotonic() < deadline, "Pushpin fetched no next link"
+            time.sleep(0.1)
+        # Through Pushpin, as a client would: it signs the request, but strips Grip-Last.
+        with stack.stream(copied[0]) as thief:
+            assert thief.status == 403
+            assert thief.wait_ended(timeout=5).startswith("This link is fetched once")
+        send_event(channel, "message", {"n": 1})
+        [event] = wait_events(owner, 1)  # the owner's stream is untouched
+    assert json.loads(event.data) == {"n": 1}
+
+
+@pytest.mark.stack_env(GES_REPLAY_LIMIT="10")
+def test_page_links_from_the_access_log_give_nothing(private_stack):
+    stack = private_stack
+    channel = unique("private")
+    headers = login(stack, unique("owner"))
+    cursor = get_current_event_id([channel])
+    for n in range(35):
+        send_event(channel, "message", {"n": n})
+    resume = {**headers, "Last-Event-ID": cursor}
+    with stack.stream(f"/rooms/{channel}/events/", headers=resume) as owner:
+        received = wait_events(owner, 35)
+    assert [json.loads(e.data)["n"] for e in received] == list(range(35))
+    pages = logged_links(stack, f"/rooms/{channel}/")
+    assert len(pages) >= 3  # 35 events at 10 a page
+    for page in pages:
+        with stack.stream(page) as thief:
+            assert thief.status == 403, page
+            assert thief.wait_ended(timeout=5).startswith("This link is fetched once")

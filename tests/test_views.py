@@ -74,9 +74,17 @@ def body_events(response):
 
 
 def channel_header(response) -> dict[str, str | None]:
-    """Grip-Channel as {pushpin name: prev-id or None}; build-id filter where prev-id."""
+    """Grip-Channel as {pushpin name: prev-id or None}; build-id filter where prev-id.
+
+    The link-proof channel is left out: it is held exactly when no channel has a prev-id.
+    """
     result = {}
+    proof = False
     for part in response["Grip-Channel"].split(", "):
+        if part.startswith(grip.LINK_PROOF_CHANNEL + ";"):
+            assert part == f"{grip.LINK_PROOF_CHANNEL}; prev-id=0", part
+            proof = True
+            continue
         name, *params = part.split("; ")
         pairs = [p.split("=", 1) for p in params]
         values = dict(pairs)
@@ -85,6 +93,7 @@ def channel_header(response) -> dict[str, str | None]:
         # Every channel but the reserved user channel allows publishes that skip users.
         assert ("skip-users" in filters) == (not name.startswith("~~")), part
         result[name] = values.get("prev-id")
+    assert proof == all(prev_id is None for prev_id in result.values()), response["Grip-Channel"]
     return result
 
 
@@ -398,7 +407,7 @@ def test_unreliable_only_link_has_no_query_and_rechecks():
     link = link_of(response)
     assert link.query == {}
     assert link.timeout == 120
-    again = call(link.url)
+    again = call(link.url, **{"Grip-Last": "~~link; last-id=0"})
     assert again["Grip-Hold"] == "stream"
     assert channel_header(again) == {"volatile-a": None}
     assert link_state(again) == link_state(response)
@@ -990,8 +999,73 @@ def test_a_client_cannot_open_the_link_of_a_reliable_stream():
     link = link_of(call("/events/"))
     response = call(link.url)
     assert response.status_code == 403
-    assert b"fetched by the GRIP proxy" in response.content
-    # Pages of a replay are fetched without Grip-Last: their tokens only expire.
+    assert b"fetched once by the GRIP proxy" in response.content
+
+
+@pytest.mark.parametrize("logged_in", [False, True])
+def test_a_client_cannot_open_the_link_of_a_stream_without_stored_channels(logged_in, caplog):
+    """The link-proof channel makes Pushpin send Grip-Last on those streams' links too."""
+    user = User.objects.create(username=f"u{uuid.uuid4().hex[:8]}") if logged_in else None
+    response = call("/stream/?channel=volatile-a", user=user)
+    assert "~~link; prev-id=0" in response["Grip-Channel"]
+    link = link_of(response)
+    copied = call(link.url)
+    assert copied.status_code == 403
+    assert "Grip-Hold" not in copied
+    assert "next link without Grip-Last" in caplog.text
+    assert call(link.url, **{"Grip-Last": "~~link; last-id=0"})["Grip-Hold"] == "stream"
+
+
+def test_a_page_link_is_answered_once(settings, caplog):
+    settings.EVENTSTREAM_REPLAY_LIMIT = 2
+    cursor = get_current_event_id(["test"])
+    for i in range(5):
+        store("test", str(i))
+    first = call("/events/", **{"Last-Event-ID": cursor})
+    assert "Grip-Hold" not in first  # a page
+    page_link = link_of(first)
+    assert link_state(first).nonce is not None
+    second = call(page_link.url)
+    assert [e.data for e in body_events(second)[0]] == ["2", "3"]
+    replayed = call(page_link.url)
+    assert replayed.status_code == 403
+    assert replayed.content.startswith(b"This link is fetched once")
+    assert "page link fetched a second time" in caplog.text
+    # Each page has its own nonce: the next page is answered, once.
+    third = call(link_of(second).url)
+    assert [e.data for e in body_events(third)[0]] == ["4"]
+    assert call(link_of(second).url).status_code == 403
+
+
+def test_used_page_nonces_are_cleared_once_expired(monkeypatch):
+    from grip_eventstream.models import UsedPageLink
+
+    now = time.time()
+    assert links.use_page_nonce("old", max_age=10)
+    assert not links.use_page_nonce("old", max_age=10)
+    monkeypatch.setattr(links.time, "time", lambda: now + 11)
+    assert links.use_page_nonce("new", max_age=10)
+    assert list(UsedPageLink.objects.values_list("nonce", flat=True)) == ["new"]
+
+
+def test_a_page_link_during_an_outage_is_503_and_can_be_fetched_later(settings, monkeypatch):
+    from django.db import OperationalError
+
+    from grip_eventstream.models import UsedPageLink
+
+    settings.EVENTSTREAM_REPLAY_LIMIT = 1
+    cursor = get_current_event_id(["test"])
+    store("test", "a")
+    store("test", "b")
+    page_link = link_of(call("/events/", **{"Last-Event-ID": cursor}))
+
+    def unreachable(self, *args, **kwargs):
+        raise OperationalError("connection refused")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(UsedPageLink, "save", unreachable)
+        assert call(page_link.url).status_code == 503
+    assert [e.data for e in body_events(call(page_link.url))[0]] == ["b"]
 
 
 def test_link_token_lifetime_follows_the_link_timeout(settings, monkeypatch):
