@@ -15,6 +15,6 @@ from . import views
 
 urlpatterns = [
     path("", views.events, name="grip_eventstream-events"),
-    # Next links Pushpin follows for gap repair and paging (see views._link_token).
+    # Next links Pushpin follows for gap repair and paging (tokens: links.py).
     path("_link/<str:grip_link>/", views.events, name="grip_eventstream-link"),
 ]
