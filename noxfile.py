@@ -1,14 +1,27 @@
 """The Django/Python matrix, run by scripts/test (see the README's Development section).
 
 scripts/test itself runs the oldest supported combination in .venv (Python 3.11 and the
-oldest Django the dev extras resolve to, pinned below); this file adds the newest: the
-newest Python 3.12+ on the machine (GES_NEWEST_PYTHON, found by scripts/test) with the
-newest Django. Run one leg by hand with ``.venv/bin/python -m nox -s newest``.
+oldest Django the dev extras resolve to, pinned below); this file adds the others, one leg
+per supported Django:
+
+- ``oldest``: Python 3.11, Django 5.2 LTS (what .venv normally is);
+- ``middle``: Python 3.12, Django 6.0;
+- ``newest``: the newest Python 3.12+ on the machine (GES_NEWEST_PYTHON, found by
+  scripts/test; 3.13 by default), the newest Django.
+
+A leg's interpreter is GES_<LEG>_PYTHON when set (a path or a version), else ``pythonX.Y``
+from PATH, else pyenv's newest X.Y.* (pyenv's shims on PATH run only the versions pyenv has
+selected, so the binary is taken from its versions directory instead). Run one leg by hand
+with ``.venv/bin/python -m nox -s middle -- -k replay``. The legs leave out the
+``packaging`` tests: the wheel is the same whatever runs the suite, and scripts/test
+builds it once.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
+from pathlib import Path
 
 import nox
 
@@ -16,8 +29,36 @@ nox.options.default_venv_backend = "venv"
 nox.options.reuse_existing_virtualenvs = True
 nox.options.error_on_missing_interpreters = True
 
-NEWEST_PYTHON = os.environ.get("GES_NEWEST_PYTHON", "3.13")
-DJANGO = {"oldest": "Django>=5.2,<5.3", "newest": "Django>=6.1,<6.2"}
+DJANGO = {
+    "oldest": "Django>=5.2,<5.3",
+    "middle": "Django>=6.0,<6.1",
+    "newest": "Django>=6.1,<6.2",
+}
+# The legs' Python versions (setup.cfg's classifiers list the same ones).
+PYTHON = {"oldest": "3.11", "middle": "3.12", "newest": "3.13"}
+
+
+def _version_key(path: Path) -> tuple[int, ...]:
+    return tuple(int(part) if part.isdigit() else -1 for part in path.name.split("."))
+
+
+def interpreter(leg: str) -> str:
+    """The Python of ``leg``: a path when one is found, else its version for nox to find."""
+    version = PYTHON[leg]
+    chosen = os.environ.get(f"GES_{leg.upper()}_PYTHON")
+    if chosen:
+        return chosen
+    on_path = shutil.which(f"python{version}")
+    if on_path and "shims" not in Path(on_path).parts:
+        return on_path
+    root = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv"))
+    installed = sorted(
+        root.glob(f"versions/{version}.*/bin/python{version}"),
+        key=lambda p: _version_key(p.parent.parent),
+    )
+    if installed:
+        return str(installed[-1])
+    return version
 
 
 def _run(session: nox.Session, django: str) -> None:
@@ -25,7 +66,16 @@ def _run(session: nox.Session, django: str) -> None:
     session.run("python", "-c", "import django, sys; print('Django', django.get_version())")
     args = session.posargs
     # The same two passes as scripts/test (coverage is reported there).
-    session.run("python", "-m", "pytest", "--no-cov", *args, env={"GES_TEST_DB": "sqlite"})
+    session.run(
+        "python",
+        "-m",
+        "pytest",
+        "--no-cov",
+        "-m",
+        "not packaging",
+        *args,
+        env={"GES_TEST_DB": "sqlite"},
+    )
     pg = session.run("python", "scripts/pg_available.py", silent=True)
     if not isinstance(pg, str) or pg.strip() != "yes":
         session.log("PostgreSQL is not reachable on 127.0.0.1:5432: its pass is skipped")
@@ -36,19 +86,25 @@ def _run(session: nox.Session, django: str) -> None:
         "pytest",
         "--no-cov",
         "-m",
-        "not browser",
+        "not browser and not packaging",
         *args,
         env={"GES_TEST_DB": "postgres"},
     )
 
 
-@nox.session(python=NEWEST_PYTHON)
+@nox.session(python=interpreter("newest"))
 def newest(session: nox.Session) -> None:
     """The newest Python 3.12+ found, with the newest supported Django."""
     _run(session, DJANGO["newest"])
 
 
-@nox.session(python="3.11")
+@nox.session(python=interpreter("middle"))
+def middle(session: nox.Session) -> None:
+    """Python 3.12 with Django 6.0."""
+    _run(session, DJANGO["middle"])
+
+
+@nox.session(python=interpreter("oldest"))
 def oldest(session: nox.Session) -> None:
     """Python 3.11 with Django 5.2 LTS (what scripts/test runs in .venv)."""
     _run(session, DJANGO["oldest"])

@@ -1,4 +1,9 @@
-"""System checks for grip_eventstream's settings (ids grip_eventstream.E0xx / W0xx)."""
+"""System checks for grip_eventstream's settings (ids grip_eventstream.E0xx / W0xx).
+
+An id keeps its meaning forever; a check that changes level gets a new id. Retired: E001
+(no GRIP_URL / GRIP_PROXIES), now the warning W008, so that a project whose test settings
+have no proxy can still run ``manage.py test``.
+"""
 
 from __future__ import annotations
 
@@ -8,11 +13,11 @@ from typing import Any
 from urllib.parse import urlparse
 
 from django.conf import settings
-from django.core.checks import CheckMessage, Error, Warning
+from django.core.checks import CheckMessage, Error, Tags, Warning, register
 from django.utils.module_loading import import_string
 
 from .conf import MAX_CHANNELS_LIMIT, MAX_REPLAY_BYTES_LIMIT, PUSHPIN_INSTRUCT_LIMIT, conf
-from .proxies import ProxyConfigError, is_public_key, parse_proxies
+from .proxies import ProxyConfig, ProxyConfigError, is_public_key, parse_proxies
 
 
 def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
@@ -76,11 +81,15 @@ def _check_sqlite() -> list[CheckMessage]:
 def _check_grip() -> list[CheckMessage]:
     url, proxies = conf.GRIP_URL, conf.GRIP_PROXIES
     if not url and not proxies:
+        # A warning, not an error: test settings often have no proxy (the test kit's
+        # eventstream_outbox records publishes instead), and an error would stop
+        # `manage.py test` before any test ran.
         return [
-            Error(
+            Warning(
                 "Neither GRIP_URL nor GRIP_PROXIES is set: send_event has nowhere to publish.",
-                hint='Set GRIP_URL = "http://localhost:5561" (Pushpin\'s control port).',
-                id="grip_eventstream.E001",
+                hint='Set GRIP_URL = "http://localhost:5561?key=<Pushpin\'s sig_key>" '
+                "(Pushpin's control port).",
+                id="grip_eventstream.W008",
             )
         ]
     entries: list[Any] = []
@@ -175,6 +184,68 @@ def _check_trust() -> list[CheckMessage]:
             )
         )
     return messages
+
+
+# Signing keys published with Pushpin and with this project: Pushpin's stock
+# /etc/pushpin/pushpin.conf, and the README's Quickstart, pushpin/pushpin.conf,
+# docker-compose.yml and the demo. Anyone can sign a Grip-Sig with them.
+_DEVELOPMENT_KEYS = {
+    b"changeme": "Pushpin's stock pushpin.conf",
+    b"changeme-dev-only-and-at-least-32-bytes": "grip_eventstream's Quickstart and demo",
+}
+
+
+@register(Tags.security, "grip_eventstream", deploy=True)
+def check_deploy_keys(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """``check --deploy``: HS256 keys that are published development keys.
+
+    Keys under 32 bytes are W003, which every check run reports (``--deploy`` included).
+    """
+    try:
+        proxies = parse_proxies(conf.GRIP_URL, conf.GRIP_PROXIES)
+    # Reported by the other checks (E002, W008); a non-str GRIP_URL fails inside urllib.
+    except (ProxyConfigError, TypeError, AttributeError, ValueError):
+        return []
+    messages: list[CheckMessage] = []
+    for proxy in proxies:
+        for key in _hs256_keys(proxy):
+            where = _development_key(key)
+            if where is not None:
+                messages.append(
+                    Warning(
+                        f"GRIP proxy {proxy.control_uri} uses a published development key "
+                        f"({where}): anyone can sign a Grip-Sig with it and pass as the proxy.",
+                        hint='Generate one with python -c "import secrets; '
+                        'print(secrets.token_urlsafe(48))" and set it as sig_key in '
+                        "pushpin.conf and as key in GRIP_URL / GRIP_PROXIES.",
+                        id="grip_eventstream.W009",
+                    )
+                )
+                break  # one message per proxy: its keys are usually one key twice
+    return messages
+
+
+def _hs256_keys(proxy: ProxyConfig) -> list[str | bytes]:
+    """The shared secrets of ``proxy``: Grip-Sig's key and the one signing publishes."""
+    keys: list[str | bytes] = []
+    signature_key = proxy.signature_key
+    if signature_key is not None and not is_public_key(signature_key):
+        keys.append(signature_key)
+    # Without control_iss, key is a Bearer token (Fastly's API token), not a signing key.
+    if proxy.key is not None and proxy.control_iss is not None:
+        keys.append(proxy.key)
+    return keys
+
+
+def _development_key(key: str | bytes) -> str | None:
+    """Where ``key`` was published, or None for a key not known to be public."""
+    raw = _as_bytes(key)
+    if raw in _DEVELOPMENT_KEYS:
+        return _DEVELOPMENT_KEYS[raw]
+    # Variants of the same placeholder ("changeme-prod", "CHANGEME...") are not secrets.
+    if b"changeme" in raw.lower():
+        return 'a "changeme" placeholder'
+    return None
 
 
 def _as_bytes(key: str | bytes) -> bytes:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import base64
 import re
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from django.core.management.base import SystemCheckError
 from django.test import override_settings
 
 from grip_eventstream import checks
-from grip_eventstream.checks import check_settings
+from grip_eventstream.checks import check_deploy_keys, check_settings
 
 KEY = "grip-eventstream-test-key-0123456789abcdef"
 
@@ -21,7 +22,6 @@ CHECKS_SOURCE = Path(checks.__file__).read_text()
 
 # One topic per id: every message with that id is about the same thing (and names it).
 TOPICS = {
-    "grip_eventstream.E001": r"Neither GRIP_URL nor GRIP_PROXIES",
     "grip_eventstream.E002": r"(?i)control[ _]URI",
     "grip_eventstream.E003": r"EVENTSTREAM_CHANNELMANAGER_CLASS",
     "grip_eventstream.E004": r"EVENTSTREAM_STORAGE_CLASS",
@@ -38,6 +38,12 @@ TOPICS = {
     "grip_eventstream.W006": r"does not read it",
     "grip_eventstream.W007": r"is not a setting of grip_eventstream",
     "grip_eventstream.E010": r"_BYTES",
+    "grip_eventstream.W008": r"Neither GRIP_URL nor GRIP_PROXIES",
+    "grip_eventstream.W009": r"published development key",
+}
+# Ids no longer emitted, never to be reused for another topic.
+RETIRED = {
+    "grip_eventstream.E001": "no GRIP_URL / GRIP_PROXIES: a warning now, W008",
 }
 
 
@@ -68,27 +74,41 @@ def test_call_command_check_is_clean(capsys):
 
 def test_registered_under_its_tag():
     with override_settings(GRIP_URL=None):
-        assert "grip_eventstream.E001" in ids(run_checks(tags=["grip_eventstream"]))
+        assert "grip_eventstream.W008" in ids(run_checks(tags=["grip_eventstream"]))
 
 
 def test_call_command_check_fails_on_errors():
-    with override_settings(GRIP_URL=None), pytest.raises(SystemCheckError, match="E001"):
+    with (
+        override_settings(EVENTSTREAM_PUBLISH_ERRORS="x"),
+        pytest.raises(SystemCheckError, match="E007"),
+    ):
         call_command("check")
 
 
-# --- E001 / E002: where to publish ------------------------------------------------------
+# --- W008 / E002: where to publish ------------------------------------------------------
 
 
-def test_e001_no_proxy(settings):
+def test_w008_no_proxy(settings):
     settings.GRIP_URL = None
     settings.GRIP_PROXIES = None
-    (message,) = only("grip_eventstream.E001")
+    (message,) = only("grip_eventstream.W008")
     assert "5561" in message.hint
 
 
-def test_e001_with_settings_absent(settings):
+def test_w008_with_settings_absent(settings):
     del settings.GRIP_URL
-    only("grip_eventstream.E001")
+    only("grip_eventstream.W008")
+
+
+def test_w008_does_not_fail_check(settings, capsys):
+    # Test settings without a proxy (the test kit's outbox replaces publishing): `manage.py
+    # test` runs the checks and stops on errors only.
+    del settings.GRIP_URL
+    call_command("check")
+    out = capsys.readouterr()
+    assert "grip_eventstream.W008" in out.err + out.out
+    with pytest.raises(SystemCheckError, match="W008"):
+        call_command("check", fail_level="WARNING")
 
 
 @pytest.mark.parametrize(
@@ -379,9 +399,9 @@ def test_several_problems_at_once(settings):
     settings.EVENTSTREAM_MAX_CHANNELS = 0
     settings.EVENTSTREAM_PUBLISH_ERRORS = "x"
     assert sorted(ids(check_settings())) == [
-        "grip_eventstream.E001",
         "grip_eventstream.E005",
         "grip_eventstream.E007",
+        "grip_eventstream.W008",
     ]
 
 
@@ -445,6 +465,7 @@ def test_every_id_has_one_topic():
     # Every id is documented here with its topic (a new id must be added, an old one
     # never reused for another meaning), and topics are distinct.
     assert in_source == set(TOPICS)
+    assert not set(RETIRED) & (in_source | set(TOPICS))
     assert len(set(TOPICS.values())) == len(TOPICS)
     for check_id, source in calls:
         assert re.search(TOPICS[check_id], source), (check_id, source)
@@ -550,3 +571,92 @@ def test_e002_grip_url_with_the_publish_path(settings, url):
     settings.GRIP_URL = url
     (message,) = only("grip_eventstream.E002")
     assert "/publish/publish/" in message.msg
+
+
+# --- W009: check --deploy ---------------------------------------------------------------
+
+DEV_KEY = "changeme-dev-only-and-at-least-32-bytes"
+
+
+def deploy_ids() -> list[str]:
+    return ids(run_checks(include_deployment_checks=True, tags=["grip_eventstream"]))
+
+
+def test_deploy_check_is_registered_for_deploy_only(settings):
+    settings.GRIP_URL = f"http://localhost:5561?iss=pushpin&key={DEV_KEY}"
+    assert "grip_eventstream.W009" in deploy_ids()
+    assert "grip_eventstream.W009" in ids(
+        run_checks(include_deployment_checks=True, tags=["security"])
+    )
+    assert "grip_eventstream.W009" not in ids(run_checks())
+    assert check_settings() == []  # a long enough key: nothing outside --deploy
+
+
+def test_test_settings_pass_the_deploy_check():
+    assert check_deploy_keys() == []
+
+
+@pytest.mark.parametrize(
+    "grip_url",
+    [
+        # The Quickstart's, the demo's and pushpin/pushpin.conf's key, with or without iss.
+        f"http://127.0.0.1:5561?iss=pushpin&key={DEV_KEY}",
+        f"http://pushpin:5561?key={DEV_KEY}",
+        # Pushpin's stock /etc/pushpin/pushpin.conf key.
+        "http://localhost:5561?key=changeme",
+        "http://localhost:5561?key=base64:" + base64.b64encode(b"changeme").decode(),
+        # A placeholder edited but not replaced.
+        "http://localhost:5561?key=CHANGEME-in-production-0123456789abcdef",
+        # As verify-key for a Pushpin with its own sig_iss.
+        f"http://localhost:5561?verify-iss=my-iss&verify-key={DEV_KEY}",
+    ],
+)
+def test_w009_development_key(settings, grip_url):
+    settings.GRIP_URL = grip_url
+    (message,) = check_deploy_keys()
+    assert message.id == "grip_eventstream.W009"
+    assert isinstance(message, Warning)
+    assert "secrets.token_urlsafe" in str(message.hint)
+    assert DEV_KEY not in message.msg  # the message says where it was published, not the key
+
+
+def test_w009_in_grip_proxies_once_per_proxy(settings):
+    settings.GRIP_PROXIES = [
+        {"control_uri": "http://a:5561", "control_iss": "pushpin", "key": DEV_KEY},
+        {"control_uri": "http://b:5561", "control_iss": "pushpin", "key": KEY},
+        {"control_uri": "http://c:5561", "control_iss": "pushpin", "key": DEV_KEY.encode()},
+    ]
+    messages = check_deploy_keys()
+    assert [m.msg.split()[2] for m in messages] == ["http://a:5561", "http://c:5561"]
+
+
+@pytest.mark.parametrize(
+    "grip_url",
+    [
+        f"http://localhost:5561?iss=pushpin&key={KEY}",
+        None,
+        "http://localhost:5561",
+        # Fastly's API token is a Bearer token, not a signing key; nor is a public key HS256.
+        "https://api.fastly.com/service/S?key=changeme-token&verify-iss=fastly:S"
+        "&verify-key=-----BEGIN%20PUBLIC%20KEY-----changeme",
+        "localhost:5561",  # E002
+        5561,  # E002
+    ],
+)
+def test_w009_not_for_other_keys(settings, grip_url):
+    settings.GRIP_URL = grip_url
+    assert check_deploy_keys() == []
+
+
+def test_w009_malformed_proxies_are_left_to_e002(settings):
+    settings.GRIP_PROXIES = [{}]
+    assert check_deploy_keys() == []
+
+
+def test_check_deploy_reports_development_and_short_keys(settings, capsys):
+    settings.GRIP_URL = "http://localhost:5561?iss=pushpin&key=changeme"
+    call_command("check", deploy=True)
+    out = capsys.readouterr()
+    # A short key is W003 in every run; --deploy adds that it is a published one.
+    assert "grip_eventstream.W003" in out.err + out.out
+    assert "grip_eventstream.W009" in out.err + out.out
