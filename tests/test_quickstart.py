@@ -1,12 +1,14 @@
-"""The README's Quickstart, followed as written in a fresh project, with the package as built.
+"""The documentation's Quickstart, followed as written in a fresh project, with the package
+as built.
 
 A wheel is built from this checkout and unpacked in front of everything else on the
 path (its dependencies come from the test environment), so that what a `pip install` ships
 is what runs: migrations, static files and commands included. Then `django-admin
-startproject`, the Quickstart's snippets appended to settings.py and urls.py as they stand
-in the README (only the control port is moved to a free one), `manage.py check` without a
-warning, `migrate`, `runserver`, `runpushpin`, and the send snippet in `manage.py shell`
-reaching a stream opened through Pushpin.
+startproject`, the Quickstart's snippets (docs/quickstart.md) appended to settings.py and
+urls.py as they stand, and its template written where its first line says (only the
+control port is moved to a free one), `manage.py check` without a warning, `migrate`,
+`runserver`, `runpushpin`, and the send snippet in `manage.py shell` reaching a stream
+opened through Pushpin and the Quickstart's page in headless Chromium.
 """
 
 from __future__ import annotations
@@ -23,8 +25,11 @@ from pathlib import Path
 
 import pytest
 import requests
+from selenium.common.exceptions import TimeoutException
+from selenium.webdriver.support.wait import WebDriverWait
 
 from grip_eventstream.sseclient import EventStream
+from tests import browser
 from tests.procs import Program, free_ports
 
 pytestmark = pytest.mark.e2e
@@ -32,11 +37,18 @@ pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parent.parent
 
 
+QUICKSTART = ROOT / "docs" / "quickstart.md"
+# The template's first line names the file: {# templates/live.html: ... #}
+TEMPLATE_BLOCK = "{# templates/"
+
+
 def quickstart_blocks() -> list[tuple[str, str]]:
-    """(language, code) of each fenced block of the README's Quickstart, in order."""
-    readme = (ROOT / "README.md").read_text()
-    section = readme[readme.index("## Quickstart") : readme.index("### Coming from")]
-    return re.findall(r"```(\w+)\n(.*?)```", section, re.DOTALL)
+    """(language, code) of each fenced block of the Quickstart section, in order."""
+    page = QUICKSTART.read_text()
+    start = page.index("\n## Quickstart\n")
+    end = page.find("\n## ", start + 1)
+    section = page[start : end if end >= 0 else len(page)]
+    return re.findall(r"^```([\w+-]+)\n(.*?)^```$", section, re.DOTALL | re.MULTILINE)
 
 
 def block(first_line: str) -> str:
@@ -110,6 +122,11 @@ def project(built_package: Path, tmp_path: Path) -> Project:
         file.write("\n" + settings)
     with (path / "mysite" / "urls.py").open("a") as file:
         file.write("\n" + block("# urls.py"))
+    template = block(TEMPLATE_BLOCK)
+    name = re.match(r"\{# (templates/[\w./-]+\.html)\b", template)
+    assert name is not None, template.splitlines()[0]
+    (path / name[1]).parent.mkdir(parents=True, exist_ok=True)
+    (path / name[1]).write_text(template)
     project = Project(path, env, control_port)
     where = project.manage("shell", "-c", "import grip_eventstream as g; print(g.__file__)")
     # The wheel, not the checkout.
@@ -182,3 +199,37 @@ def test_a_stream_opened_on_runserver_is_refused_and_logged(
         "did not come through a GRIP proxy (no Grip-Sig): "
         "open the page through Pushpin's port instead" in log
     ), log
+
+
+def page_items(driver) -> list[str]:
+    return driver.execute_script(
+        "return [...document.querySelectorAll('#events li')].map((li) => li.textContent)"
+    )
+
+
+@pytest.mark.browser
+@pytest.mark.skipif(browser.missing() is not None, reason=browser.missing() or "")
+def test_the_quickstart_page_shows_the_event_in_a_browser(
+    project: Project, servers: tuple[str, str], driver
+):
+    pushpin, _ = servers
+    driver.get(f"{pushpin}/")
+    # The page loaded the package's client through Pushpin, and opened the stream with the
+    # cursor it was rendered with: an event sent from now on reaches it, live or replayed.
+    assert driver.execute_script("return typeof GripEventSource") == "function"
+    url = driver.execute_script("return source.url")
+    assert re.search(r"/events/\?lastEventId=[a-z0-9.-]+$", url), url
+
+    sent = project.manage("shell", "-c", block("from grip_eventstream import send_event"))
+    assert sent.returncode == 0, sent.stderr
+
+    def shown(_driver) -> bool:
+        return page_items(driver) == ["hello world"]
+
+    try:
+        WebDriverWait(driver, 20, poll_frequency=0.1).until(shown)
+    except TimeoutException:
+        raise AssertionError(
+            f"the page shows {page_items(driver)!r}, not the event; its stream is in state "
+            f"{driver.execute_script('return source.readyState')}"
+        ) from None
