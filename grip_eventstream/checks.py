@@ -72,7 +72,7 @@ def _check_sqlite() -> list[CheckMessage]:
             "concurrent send_event calls from several processes can fail with "
             '"database is locked".',
             hint='Add "transaction_mode": "IMMEDIATE" (and "init_command": '
-            '"PRAGMA journal_mode=WAL;") to its OPTIONS; see the README.',
+            '"PRAGMA journal_mode=WAL;") to its OPTIONS (documentation: Settings, SQLite).',
             id="grip_eventstream.W004",
         )
     ]
@@ -128,7 +128,7 @@ def _check_grip() -> list[CheckMessage]:
 
 
 def _check_trust() -> list[CheckMessage]:
-    """Whether Grip-Sig can be and is verified (see the README's Security section)."""
+    """Whether Grip-Sig can be and is verified (see the documentation's Security page)."""
     try:
         proxies = parse_proxies(conf.GRIP_URL, conf.GRIP_PROXIES)
     except ProxyConfigError:
@@ -187,7 +187,7 @@ def _check_trust() -> list[CheckMessage]:
 
 
 # Signing keys published with Pushpin and with this project: Pushpin's stock
-# /etc/pushpin/pushpin.conf, and the README's Quickstart, pushpin/pushpin.conf,
+# /etc/pushpin/pushpin.conf, and the documentation's Quickstart, pushpin/pushpin.conf,
 # docker-compose.yml and the demo. Anyone can sign a Grip-Sig with them.
 _DEVELOPMENT_KEYS = {
     b"changeme": "Pushpin's stock pushpin.conf",
@@ -440,7 +440,7 @@ def _check_foreign_settings() -> list[CheckMessage]:
             messages.append(
                 Warning(
                     f"{name} is not a setting of grip_eventstream (a typo?): it is ignored.",
-                    hint=f"Did you mean {close[0]}?" if close else "See the README's Settings.",
+                    hint=f"Did you mean {close[0]}?" if close else "See the Settings page of the documentation.",
                     id="grip_eventstream.W007",
                 )
             )

@@ -1,12 +1,13 @@
 """Running Pushpin for development and tests: a private configuration, start, readiness, stop.
 
 Used by ``manage.py runpushpin`` and by this project's test harness. Not for production:
-there, run Pushpin as a service with your own configuration (see the README's Pushpin
-notes for the settings that matter).
+there, run Pushpin as a service with your own configuration (the documentation's Deploy
+and Pushpin versions pages name the settings that matter).
 
 * The configuration is private (its own run directory and ports), so it never touches
-  ``/etc/pushpin`` and several instances can run side by side. It includes zurl's ipc
-  addresses: Debian's stock configuration without a running zurl makes every request hang.
+  ``/etc/pushpin`` and several instances can run side by side. For 1.36 it includes zurl's
+  ipc addresses: Debian's stock configuration without a running zurl makes every request
+  hang.
 * The services are chosen from ``pushpin --version``: 1.36's (condure, zurl, pushpin-proxy,
   pushpin-handler), 1.38's (no zurl) or 1.40's (connmgr, proxy, handler).
 * Ready means that a stream held by Pushpin's built-in test target answers through it and

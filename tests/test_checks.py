@@ -560,7 +560,7 @@ def test_w007_misspelled_setting_names_the_closest(settings):
 def test_w007_nothing_close(settings):
     settings.EVENTSTREAM_ZZZZZZZZZZZZZZZZZZZ = 1
     (message,) = only("grip_eventstream.W007")
-    assert "README" in message.hint
+    assert "Settings page of the documentation" in message.hint
 
 
 @pytest.mark.parametrize(
