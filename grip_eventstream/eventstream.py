@@ -55,9 +55,19 @@ def send_event(
     returns at once; failures are logged, and stored events then reach their subscribers
     through gap repair.
 
-    Raises ``TypeError`` for data that cannot be encoded and ``ValueError`` for a bad
-    channel name or event type or an event over ``EVENTSTREAM_MAX_EVENT_BYTES`` (nothing
-    is stored or published then).
+    Raises, with nothing stored or published:
+
+    * ``TypeError`` for data that cannot be encoded;
+    * ``ValueError`` for a bad channel name or event type, data with a NUL character
+      (``"\\x00"``: PostgreSQL cannot store it; JSON-encoded data carries it as
+      ``\\u0000``), or an event over ``EVENTSTREAM_MAX_EVENT_BYTES``;
+    * ``django.core.exceptions.ImproperlyConfigured`` when neither ``GRIP_URL`` nor
+      ``GRIP_PROXIES`` names a proxy to publish to (unless the test kit's
+      ``eventstream_outbox`` records the publishes);
+    * ``django.db.DatabaseError`` (``OperationalError`` when the database cannot be
+      reached), as raised by Django, when storage is enabled and the event cannot be
+      stored. Inside the caller's transaction, that transaction is then to be rolled
+      back as after any failed query.
     """
     send_events(
         [(channel, event_type, data)],
@@ -78,7 +88,8 @@ def send_events(
 
     As :func:`send_event` for each, but every event is checked before any is stored, the
     stored ones are written in one transaction (a batch per channel), and the publish is
-    one request per proxy for all of them.
+    one request per proxy for all of them. The batch is all or nothing: when any event
+    is refused, or the database fails, none is stored and none is published.
     """
     checked = []
     for channel, event_type, data in events:
@@ -89,6 +100,7 @@ def send_events(
         checked.append((channel, event_type, text))
     if not checked:
         return
+    _check_destination(async_publish)
     skip = _skip_users_meta(skip_user_ids)
     storage = get_storage()
     manager = get_channel_manager()
@@ -194,6 +206,21 @@ def _validate_event_type(event_type: object) -> None:
     sse.encode_event("", event=event_type)
 
 
+def _check_destination(async_publish: bool) -> None:
+    """ImproperlyConfigured, before anything is stored, when no proxy is configured."""
+    # Imported here, as the registry does: importing this module must stay cheap for
+    # pages that only render get_current_event_id.
+    from .publisher import BackgroundPublisher, Publisher
+
+    publisher = get_background_publisher() if async_publish else get_publisher()
+    if isinstance(publisher, BackgroundPublisher):
+        publisher = publisher.publisher
+    # Anything else stands in for the proxies (the test kit's outbox records publishes)
+    # and needs none.
+    if isinstance(publisher, Publisher):
+        publisher.check_configured()
+
+
 def _check_size(text: str, channel: str, event_type: str) -> None:
     # An event that no replay page can carry would break every resume after it: refused
     # before anything is stored.
@@ -204,8 +231,8 @@ def _check_size(text: str, channel: str, event_type: str) -> None:
             f"send_event({channel!r}, {event_type!r}, ...): the event is {size} bytes as "
             f"sent (SSE framing, '%' doubled for Pushpin), over the limit of {limit} bytes "
             "(EVENTSTREAM_MAX_EVENT_BYTES). Send a smaller event, such as an id the client "
-            "fetches the content by, or raise the limit (see the README: Pushpin refuses "
-            "replay responses over about 100 KB)."
+            "fetches the content by, or raise the limit (the documentation's Reliable "
+            "delivery page: Pushpin refuses replay responses over about 100 KB)."
         )
 
 
@@ -215,6 +242,16 @@ def _encode_data(data: Any, json_encode: bool, channel: str, event_type: str) ->
             raise TypeError(
                 f"send_event({channel!r}, {event_type!r}, ...) with json_encode=False needs "
                 f"str data, got {type(data).__name__}"
+            )
+        # Refused whatever the storage: PostgreSQL cannot store NUL in text (SQLite can),
+        # and an event must not be accepted on one database and refused on another.
+        # JSON-encoded data never holds one: json.dumps writes it as \u0000.
+        nul = data.find("\x00")
+        if nul >= 0:
+            raise ValueError(
+                f"send_event({channel!r}, {event_type!r}, ...): the data contains a NUL "
+                f"character ('\\x00') at index {nul}, which PostgreSQL cannot store. Remove "
+                "it, or send the data JSON-encoded (json_encode=True writes it as \\u0000)."
             )
         return data
     try:

@@ -149,8 +149,10 @@ def verify_grip_sig(token: str, keys: Sequence[tuple[str | bytes, str]]) -> dict
     """The claims if ``token`` is a Grip-Sig of one of the proxies; InvalidSignature if not.
 
     A valid Grip-Sig is a JWT signed with the proxy's key (HS256 for a shared secret,
-    ES256 / RS256 for a public key), with an integer ``exp`` in the future and ``iss``
-    equal to the proxy's issuer, and without this library's control-token claim.
+    ES256 / RS256 for a public key), with an integer ``exp`` in the future (``iat`` and
+    ``nbf``, when present, integers too, not in the future) and ``iss`` equal to the
+    proxy's issuer, and without this library's control-token claim. Whatever the token
+    holds, the only exception raised is InvalidSignature.
     """
     reasons = []
     for key, issuer in keys:
@@ -170,8 +172,33 @@ def verify_grip_sig(token: str, keys: Sequence[tuple[str | bytes, str]]) -> dict
         if CONTROL_CLAIM in claims:
             reasons.append("a control-port publish token is not a Grip-Sig")
             continue
+        wrong = _wrongly_typed_time_claim(claims)
+        if wrong is not None:
+            reasons.append(wrong)
+            continue
         return claims
     raise InvalidSignature("; ".join(reasons) or "no verification key is configured")
+
+
+# The JWT time claims (RFC 7519 "NumericDate") this module reads or PyJWT checks.
+_TIME_CLAIMS = ("exp", "iat", "nbf")
+
+
+def _wrongly_typed_time_claim(claims: Mapping[str, Any]) -> str | None:
+    """Why a time claim of verified ``claims`` is refused, or None when all are integers.
+
+    PyJWT converts these claims with ``int()`` before comparing, so it accepts a string
+    ``"9999999999"``, ``true`` or a float; such a token would then be remembered with an
+    ``exp`` that cannot be compared with the clock (a 500 on its next use). Pushpin and
+    Fanout sign integers, so anything else is refused.
+    """
+    for name in _TIME_CLAIMS:
+        if name not in claims:
+            continue
+        value = claims[name]
+        if isinstance(value, bool) or not isinstance(value, int):
+            return f"the {name} claim must be an integer, got {type(value).__name__}"
+    return None
 
 
 class SignatureVerifier:
@@ -189,6 +216,7 @@ class SignatureVerifier:
         self._passed: dict[str, float] = {}
 
     def verify(self, token: str, now: float | None = None) -> None:
+        """Return if ``token`` is a valid Grip-Sig; raise InvalidSignature if not."""
         now = time.time() if now is None else now
         expires = self._passed.get(token)
         if expires is not None and now < expires:
@@ -196,4 +224,5 @@ class SignatureVerifier:
         claims = verify_grip_sig(token, self.keys)
         if len(self._passed) >= self.size:
             self._passed.clear()
+        # An int: verify_grip_sig refuses any other type of exp.
         self._passed[token] = claims["exp"]

@@ -34,6 +34,7 @@ from typing import Any
 
 import requests
 import urllib3
+from django.core.exceptions import ImproperlyConfigured
 
 from .exceptions import PublishError
 from .proxies import ProxyConfig, control_auth_header
@@ -45,6 +46,13 @@ logger = logging.getLogger("grip_eventstream")
 MAX_PUBLISH_BODY = 512 * 1024
 # Control tokens are valid for an hour: sign a new one well before.
 _AUTH_REFRESH = 600
+
+NO_PROXY_MESSAGE = (
+    "No GRIP proxy is configured, so there is nowhere to publish events: set GRIP_URL "
+    "(e.g. GRIP_URL = 'http://127.0.0.1:5561?key=SIG_KEY', Pushpin's control port) or "
+    "GRIP_PROXIES in the settings. In tests, the eventstream_outbox fixture of "
+    "grip_eventstream.testing records what is sent without any proxy."
+)
 
 
 class _Proxy:
@@ -185,13 +193,19 @@ class Publisher:
                 )
             return self._targets, self._pool
 
-    def publish(self, items: Sequence[dict[str, object]], *, channel: str = "") -> None:
-        """Send ``items`` to every proxy; raise PublishError naming each one that failed."""
+    def check_configured(self) -> None:
+        """Raise ImproperlyConfigured when there is no proxy to publish to."""
+        # Not a PublishError: EVENTSTREAM_PUBLISH_ERRORS = "log" is for proxies that are
+        # down for a while, and would hide a project that can never publish.
         if not self.proxies:
-            raise PublishError(
-                [("(none)", "no GRIP proxy is configured: set GRIP_URL or GRIP_PROXIES")],
-                channel=channel,
-            )
+            raise ImproperlyConfigured(NO_PROXY_MESSAGE)
+
+    def publish(self, items: Sequence[dict[str, object]], *, channel: str = "") -> None:
+        """Send ``items`` to every proxy; raise PublishError naming each one that failed.
+
+        Raises ImproperlyConfigured when no proxy is configured.
+        """
+        self.check_configured()
         if not items:
             return
         bodies = list(_bodies(items))

@@ -1,10 +1,15 @@
 import datetime
 import decimal
+import json
 import logging
+import socket
 import uuid
+from contextlib import closing, contextmanager
 
 import pytest
 from django.contrib.auth.models import Group, User
+from django.core.exceptions import ImproperlyConfigured
+from django.db import DatabaseError, OperationalError, connection
 
 from grip_eventstream import (
     PublishError,
@@ -13,9 +18,9 @@ from grip_eventstream import (
     send_event,
     send_events,
 )
-from grip_eventstream.grip import pushpin_channel, user_control_channel
 from grip_eventstream.cursor import channel_key
-from grip_eventstream.models import Event
+from grip_eventstream.grip import pushpin_channel, user_control_channel
+from grip_eventstream.models import ChannelCounter, Event
 
 
 class Recorder:
@@ -250,3 +255,167 @@ def test_async_publish_goes_to_the_background_publisher(published, monkeypatch):
     ((items, channel),) = submitted
     assert channel == "test"
     assert items[0]["id"] == "1"
+
+
+# --- NUL characters ------------------------------------------------------------------------
+# PostgreSQL cannot store NUL in text (DataError); SQLite can. Refused on both, before
+# anything is stored, so that an event never depends on the database (GES_TEST_DB=postgres
+# runs these on PostgreSQL).
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("channel", ["test", "volatile-x"], ids=["stored", "not-stored"])
+@pytest.mark.parametrize("data", ["a\x00", "\x00", "line\n\x00 end"])
+def test_nul_in_raw_data_is_a_value_error_before_storing(eventstream_outbox, channel, data):
+    with pytest.raises(ValueError, match=r"NUL character \('\\x00'\) at index \d+.*json_encode"):
+        send_event(channel, "message", data, json_encode=False)
+    with pytest.raises(ValueError, match="NUL"):
+        send_events([(channel, "message", "fine"), (channel, "message", data)], json_encode=False)
+    assert not Event.objects.exists()
+    assert not ChannelCounter.objects.exclude(channel="").exists()
+    assert eventstream_outbox == []
+
+
+@pytest.mark.django_db(transaction=True)
+def test_nul_in_json_data_is_escaped_and_stored(eventstream_outbox):
+    send_event("test", "message", {"text": "a\x00b"})
+    (event,) = eventstream_outbox
+    assert event.json() == {"text": "a\x00b"}
+    stored = Event.objects.get(channel="test")
+    assert "\x00" not in stored.data
+    assert json.loads(stored.data) == {"text": "a\x00b"}
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("event_type", ["a\x00", "\x00"])
+def test_nul_in_the_event_type_is_a_value_error_before_storing(eventstream_outbox, event_type):
+    with pytest.raises(ValueError, match="NUL"):
+        send_event("test", event_type, {})
+    assert not Event.objects.exists()
+    assert eventstream_outbox == []
+
+
+# --- the database fails --------------------------------------------------------------------
+
+
+def closed_port() -> int:
+    with closing(socket.socket()) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextmanager
+def unreachable_database(tmp_path):
+    """The default database cannot be reached: SQLite's file is in a directory that does not
+    exist, PostgreSQL's port is closed. Restored (and reconnected on next use) after."""
+    connection.close()
+    with pytest.MonkeyPatch.context() as patch:
+        if connection.vendor == "sqlite":
+            patch.setitem(connection.settings_dict, "NAME", str(tmp_path / "gone" / "db.sqlite3"))
+        else:
+            patch.setitem(connection.settings_dict, "PORT", str(closed_port()))
+        try:
+            yield
+        finally:
+            connection.close()
+
+
+@pytest.fixture
+def database_down(transactional_db, tmp_path):
+    with unreachable_database(tmp_path):
+        yield
+
+
+@pytest.mark.parametrize("async_publish", [False, True], ids=["sync", "async"])
+def test_database_down_raises_django_database_error_and_publishes_nothing(
+    database_down, eventstream_outbox, async_publish
+):
+    with pytest.raises(OperationalError):
+        send_event("test", "message", {"n": 1}, async_publish=async_publish)
+    with pytest.raises(DatabaseError):
+        send_events(
+            [("test", "message", {"n": 2}), ("volatile-x", "message", {"n": 3})],
+            async_publish=async_publish,
+        )
+    # Not even the batch's unstored event: nothing is published before everything is stored.
+    assert eventstream_outbox == []
+
+
+@pytest.mark.django_db(transaction=True)
+def test_database_down_stores_nothing(eventstream_outbox, tmp_path):
+    send_event("test", "message", {"n": 0})
+    with unreachable_database(tmp_path), pytest.raises(OperationalError):
+        send_events([("test", "message", {"n": 1}), ("other", "message", {"n": 2})])
+    assert list(Event.objects.values_list("channel", "seq")) == [("test", 1)]
+    assert len(eventstream_outbox) == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_batch_failing_half_way_stores_and_publishes_nothing(eventstream_outbox):
+    """The database fails after the batch's first channel took its numbers."""
+    from grip_eventstream.storage import DjangoModelStorage
+
+    send_events([("a", "message", {"n": 0}), ("b", "message", {"n": 0})])
+    reserve = DjangoModelStorage._reserve
+
+    def failing_on_b(self, using, channel, count):
+        if channel == "b":
+            raise OperationalError("server closed the connection unexpectedly")
+        return reserve(self, using, channel, count)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(DjangoModelStorage, "_reserve", failing_on_b)
+        with pytest.raises(OperationalError, match="closed"):
+            send_events([("a", "message", {"n": 1}), ("a", "message", {"n": 2}), ("b", "m", {})])
+    assert list(Event.objects.order_by("pk").values_list("channel", "seq")) == [
+        ("a", 1),
+        ("b", 1),
+    ]
+    # "a"'s numbers were given back: the next event is 2, without a gap.
+    assert dict(ChannelCounter.objects.values_list("channel", "last_seq"))["a"] == 1
+    assert len(eventstream_outbox) == 2
+    send_event("a", "message", {"n": 3})
+    assert eventstream_outbox[-1].seq == 2
+
+
+# --- no proxy configured -------------------------------------------------------------------
+
+
+@pytest.fixture
+def no_proxy_settings(settings):
+    """Settings without a proxy: as a settings file without GRIP_URL or GRIP_PROXIES, which
+    read as None. (Set rather than deleted: pytest-django's "del" sends no setting_changed,
+    so the registry would keep the proxies it built.)"""
+    settings.GRIP_URL = None
+    settings.GRIP_PROXIES = None
+    return settings
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("async_publish", [False, True], ids=["sync", "async"])
+@pytest.mark.parametrize("errors", ["raise", "log"])
+def test_no_proxy_is_improperly_configured_before_storing(no_proxy_settings, async_publish, errors):
+    no_proxy_settings.EVENTSTREAM_PUBLISH_ERRORS = errors
+    with pytest.raises(ImproperlyConfigured, match=r"set GRIP_URL .* or GRIP_PROXIES"):
+        send_event("test", "message", {}, async_publish=async_publish)
+    with pytest.raises(ImproperlyConfigured, match="GRIP_URL"):
+        send_event("volatile-x", "message", {}, async_publish=async_publish)
+    assert not Event.objects.exists()
+
+
+@pytest.mark.django_db
+def test_no_proxy_for_channel_permission_changed(no_proxy_settings):
+    user = User.objects.create(username="x")  # not in the group "staff": access is lost
+    with pytest.raises(ImproperlyConfigured, match="GRIP_URL"):
+        channel_permission_changed(user, "members-staff")
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("async_publish", [False, True], ids=["sync", "async"])
+def test_the_outbox_needs_no_proxy(no_proxy_settings, eventstream_outbox, async_publish):
+    send_event("test", "message", {"n": 1}, async_publish=async_publish)
+    send_events([("volatile-x", "message", {"n": 2})], async_publish=async_publish)
+    assert [(e.channel, e.json(), e.seq) for e in eventstream_outbox] == [
+        ("test", {"n": 1}, 1),
+        ("volatile-x", {"n": 2}, None),
+    ]

@@ -10,6 +10,9 @@ import time
 
 import jwt
 import pytest
+from hypothesis import given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 
 from grip_eventstream.proxies import (
     CONTROL_CLAIM,
@@ -184,6 +187,16 @@ def test_any_of_several_proxies_may_sign():
         (sig(valid_claims(exp=None)), "MissingRequiredClaimError"),
         (sig(valid_claims(exp="tomorrow")), "DecodeError"),
         (sig(valid_claims(exp=[1])), "DecodeError"),
+        # PyJWT converts these with int() and lets them pass; they are refused here.
+        (sig(valid_claims(exp="9999999999")), "exp claim must be an integer, got str"),
+        (sig(valid_claims(exp=9999999999.5)), "exp claim must be an integer, got float"),
+        (sig(valid_claims(exp=True)), "ExpiredSignatureError"),
+        (sig(valid_claims(iat="1")), "iat claim must be an integer, got str"),
+        (sig(valid_claims(iat=1.5)), "iat claim must be an integer, got float"),
+        (sig(valid_claims(iat=[1])), "InvalidIssuedAtError"),
+        (sig(valid_claims(nbf="1")), "nbf claim must be an integer, got str"),
+        (sig(valid_claims(nbf=False)), "nbf claim must be an integer, got bool"),
+        (sig(valid_claims(nbf={"a": 1})), "DecodeError"),
         (sig(valid_claims(exp=int(time.time()) - 60)), "ExpiredSignatureError"),
         (sig(valid_claims(), key="another-key-that-is-long-enough-000"), "InvalidSignatureError"),
         (jwt.encode(valid_claims(), "", "none"), "InvalidAlgorithmError"),
@@ -279,3 +292,85 @@ def test_verifier_memory_is_bounded():
     for n in range(10):
         verifier.verify(sig(valid_claims(exp=int(time.time()) + 100 + n)))
     assert len(verifier._passed) <= 3
+
+
+# A numeric string exp passed PyJWT, was remembered as a str, and its next use compared it
+# with the clock: TypeError, a 500 from the view.
+WRONGLY_TYPED = [
+    valid_claims(exp=str(int(time.time()) + 3600)),
+    valid_claims(exp=float(int(time.time()) + 3600)),
+    valid_claims(iat=str(int(time.time()) - 10)),
+    valid_claims(nbf=str(int(time.time()) - 10)),
+    valid_claims(exp=True),
+]
+
+
+@pytest.mark.parametrize(
+    "claims", WRONGLY_TYPED, ids=["str-exp", "float-exp", "str-iat", "str-nbf", "bool-exp"]
+)
+def test_verifier_refuses_wrongly_typed_time_claims_on_every_use(claims):
+    from grip_eventstream.proxies import SignatureVerifier
+
+    verifier = SignatureVerifier(KEYS)
+    token = sig(claims)
+    for _ in range(3):
+        with pytest.raises(InvalidSignature):
+            verifier.verify(token)
+    assert verifier._passed == {}
+
+
+def test_a_string_exp_is_a_403_from_the_view_on_first_use_and_reuse(db, settings):
+    from tests.test_views import call
+
+    settings.GRIP_URL = f"http://127.0.0.1:5561?iss=pushpin&key={KEY}"
+    token = sig(valid_claims(exp="9999999999"))
+    assert [call("/events/", sig=token).status_code for _ in range(3)] == [403, 403, 403]
+    # The same request with an integer exp streams.
+    assert call("/events/", sig=sig(valid_claims(exp=9999999999))).status_code == 200
+
+
+ABSENT = object()
+NOW = int(time.time())
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=12),
+    lambda children: (
+        st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=3), children)
+    ),
+    max_leaves=4,
+)
+
+
+def time_like(low: int, high: int) -> st.SearchStrategy[object]:
+    """A time claim between low and high in every JSON shape PyJWT's int() accepts, and junk."""
+    number = st.integers(low, high)
+    return st.one_of(
+        number,
+        number.map(float),
+        number.map(str),
+        number.map(lambda n: f" {n} "),
+        st.floats(low, high),
+        st.booleans(),
+        json_values,
+    )
+
+
+@hypothesis_settings(max_examples=300, deadline=None)
+@given(
+    exp=time_like(NOW + 600, NOW + 10**8),
+    iat=time_like(0, NOW - 600) | st.just(ABSENT),
+    nbf=time_like(0, NOW - 600) | st.just(ABSENT),
+)
+def test_any_time_claims_are_accepted_or_refused_never_an_error(exp, iat, nbf):
+    from grip_eventstream.proxies import SignatureVerifier
+
+    claims = {"iss": "pushpin", "exp": exp}
+    claims.update({name: v for name, v in (("iat", iat), ("nbf", nbf)) if v is not ABSENT})
+    token = sig(claims)  # json.dumps writes NaN and Infinity, which PyJWT reads back
+    verifier = SignatureVerifier(KEYS)
+    for _ in range(2):  # the second use reads the verifier's memory
+        try:
+            verifier.verify(token)
+        except InvalidSignature:
+            continue
+        assert type(exp) is int
+        assert all(type(v) is int for v in (iat, nbf) if v is not ABSENT)

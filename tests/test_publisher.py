@@ -14,6 +14,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import jwt
 import pytest
+from django.core.exceptions import ImproperlyConfigured
 
 from grip_eventstream import grip
 from grip_eventstream.exceptions import PublishError
@@ -261,11 +262,18 @@ def test_publish_every_proxy_down(closed_port, silent_port, make_publisher):
     assert "on channel" not in str(info.value)
 
 
-def test_publish_without_proxies(make_publisher):
-    with pytest.raises(PublishError, match="GRIP_URL") as info:
-        make_publisher(None, None).publish([ITEM], channel="test")
-    assert info.value.failures[0][0] == "(none)"
-    assert "GRIP_PROXIES" in str(info.value)
+def test_publish_without_proxies_is_a_configuration_error(make_publisher):
+    # Not a PublishError: EVENTSTREAM_PUBLISH_ERRORS = "log" must not hide it.
+    publisher = make_publisher(None, None)
+    for call in (publisher.check_configured, lambda: publisher.publish([ITEM], channel="t")):
+        with pytest.raises(ImproperlyConfigured, match="set GRIP_URL") as info:
+            call()
+        assert "GRIP_PROXIES" in str(info.value)
+        assert "eventstream_outbox" in str(info.value)
+
+
+def test_check_configured_with_a_proxy(make_publisher):
+    make_publisher("http://127.0.0.1:9").check_configured()  # nothing is sent
 
 
 def test_publisher_reuses_and_closes(fake_proxy, make_publisher):

@@ -9,6 +9,14 @@ from tests.dropin import views
 router = routers.SimpleRouter()
 router.register("drf/events", configure_events_view_set(channels=["news"]), basename="news")
 router.register("drf/any", EventsViewSet, basename="any")
+# django-eventstream's README example: fixed channels and the event types its page lists.
+router.register(
+    "drf/events1",
+    configure_events_view_set(
+        channels=["channel1", "channel2"], messages_types=["message", "info"]
+    ),
+    basename="events1",
+)
 
 urlpatterns = [
     path("events/", include(grip_eventstream.urls), {"channels": ["test"]}),
