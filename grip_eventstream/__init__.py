@@ -13,6 +13,8 @@ __all__ = [
     "PublishError",
     "channel_permission_changed",
     "get_current_event_id",
+    "get_presence",
+    "get_presence_stats",
     "send_event",
     "send_events",
 ]
@@ -25,6 +27,7 @@ if TYPE_CHECKING:
         send_events,
     )
     from .exceptions import PublishError
+    from .presence import get_presence, get_presence_stats
 
 
 def __getattr__(name: str) -> Any:
@@ -38,6 +41,12 @@ def __getattr__(name: str) -> Any:
         import importlib
 
         return importlib.import_module(f".{name}", __name__)
+    if name in ("get_presence", "get_presence_stats"):
+        # Named get_*: the module grip_eventstream.presence, once imported, is the package's
+        # attribute "presence" (the import system sets it), so no function may be.
+        from . import presence
+
+        return getattr(presence, name)
     if name == "PublishError":
         from .exceptions import PublishError
 

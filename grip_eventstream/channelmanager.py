@@ -52,6 +52,26 @@ class ChannelManagerBase:
         """Seconds events of ``channel`` are kept for replay (EVENTSTREAM_STORAGE_TTL)."""
         return conf.EVENTSTREAM_STORAGE_TTL
 
+    def is_presence_channel(self, channel: str) -> bool:
+        """Whether the streams of ``channel`` are tracked for presence (default: no).
+
+        Tracked streams can be listed with :func:`~grip_eventstream.presence.get_presence`, and
+        a user's first open stream on the channel and last closed one fire the
+        ``presence_joined`` and ``presence_left`` signals. It costs a database write per
+        subscribe and per disconnect of such streams; other channels cost nothing.
+        """
+        return False
+
+    def get_presence_events(self, channel: str) -> bool:
+        """Whether joins and leaves are also sent as events on ``channel`` (default: no).
+
+        Only for presence channels (:meth:`is_presence_channel`). The events have the type
+        ``presence`` and JSON data ``{"action": "join" | "leave", "user": ..., "users": ...,
+        "streams": ...}`` (see :doc:`/presence`), and are stored with the
+        channel's other events when the channel is.
+        """
+        return False
+
 
 class DefaultChannelManager(ChannelManagerBase):
     """Channels from the URL configuration or the query string; everyone may read all.

@@ -326,6 +326,7 @@ def _check_numbers() -> list[CheckMessage]:
         "EVENTSTREAM_REPLAY_LIMIT": (conf.EVENTSTREAM_REPLAY_LIMIT, 1),
         "EVENTSTREAM_STORAGE_TTL": (conf.EVENTSTREAM_STORAGE_TTL, 1),
         "EVENTSTREAM_RECONNECT_SPREAD": (conf.EVENTSTREAM_RECONNECT_SPREAD, 0),
+        "EVENTSTREAM_PRESENCE_TTL": (conf.EVENTSTREAM_PRESENCE_TTL, 1),
     }
     for name, (value, minimum) in bounds.items():
         if not _is_int(value) or value < minimum:
@@ -440,7 +441,11 @@ def _check_foreign_settings() -> list[CheckMessage]:
             messages.append(
                 Warning(
                     f"{name} is not a setting of grip_eventstream (a typo?): it is ignored.",
-                    hint=f"Did you mean {close[0]}?" if close else "See the Settings page of the documentation.",
+                    hint=(
+                        f"Did you mean {close[0]}?"
+                        if close
+                        else "See the Settings page of the documentation."
+                    ),
                     id="grip_eventstream.W007",
                 )
             )

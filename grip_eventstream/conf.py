@@ -147,6 +147,22 @@ class Settings:
     def EVENTSTREAM_STORAGE_TTL(self) -> int:
         return _get("EVENTSTREAM_STORAGE_TTL", 24 * 3600)
 
+    @property
+    def EVENTSTREAM_PRESENCE_TTL(self) -> int:
+        # Seconds a presence stream is counted after its last contact with the app (its
+        # subscribe or a next-link fetch). Pushpin fetches a quiet stream's next link every
+        # EVENTSTREAM_LINK_TIMEOUT seconds (its own default, 120, for 0), and retries a
+        # failed fetch for about 30 s: the default outlasts both, so that a live stream is
+        # never taken for a ghost; it is also how long a closed stream behind a proxy
+        # without gone notices (Pushpin 1.36) stays counted.
+        value = _get("EVENTSTREAM_PRESENCE_TTL", None)
+        if value is None:
+            link_timeout = self.EVENTSTREAM_LINK_TIMEOUT
+            # A link timeout of the wrong type is check E006's to report, not this one's.
+            valid = isinstance(link_timeout, int) and not isinstance(link_timeout, bool)
+            return (link_timeout if valid and link_timeout > 0 else 120) + 60
+        return value  # type: ignore[no-any-return]
+
 
 conf = Settings()
 

@@ -31,6 +31,8 @@ from . import grip
 from .exceptions import InvalidChannel
 
 SALT = "grip_eventstream.link"
+# channels, user, resume cursor, filtered, page nonce, presence stream
+_PAYLOAD_KEYS = frozenset("curfns")
 SEGMENT = "_link/"
 
 
@@ -56,6 +58,9 @@ class LinkState:
     filtered: bool = False
     # A page link's one-time nonce (new_page_nonce); None on next links.
     nonce: str | None = None
+    # The stream's presence id (grip_eventstream.presence), when it has presence channels:
+    # each next-link fetch refreshes its presence.
+    stream: str | None = None
 
 
 def new_page_nonce() -> str:
@@ -112,6 +117,8 @@ def _sign(state: LinkState) -> str:
         payload["f"] = 1
     if state.nonce is not None:
         payload["n"] = state.nonce
+    if state.stream is not None:
+        payload["s"] = state.stream
     return signing.dumps(payload, salt=SALT, compress=True)
 
 
@@ -128,13 +135,14 @@ def read_token(token: str, max_age: int, max_channels: int) -> LinkState:
         raise LinkExpired(f"expired ({exc})") from None
     except (signing.BadSignature, ValueError):  # ValueError: a corrupt compressed payload
         raise InvalidLink("bad signature") from None
-    if not isinstance(payload, dict) or not {"c", "u"} <= set(payload) <= {"c", "u", "r", "f", "n"}:
+    if not isinstance(payload, dict) or not {"c", "u"} <= set(payload) <= _PAYLOAD_KEYS:
         raise InvalidLink("unexpected payload")
     channels = payload.get("c")
     user_pk = payload.get("u")
     resume = payload.get("r")
     filtered = payload.get("f", 0)
     nonce = payload.get("n")
+    stream = payload.get("s")
     if not isinstance(channels, list) or not 0 < len(channels) <= max_channels:
         raise InvalidLink("the channel list is missing, empty or too long")
     try:
@@ -149,7 +157,36 @@ def read_token(token: str, max_age: int, max_channels: int) -> LinkState:
         raise InvalidLink("the filter flag is not 0 or 1")
     if (nonce is None) != (resume is None) or (nonce is not None and not isinstance(nonce, str)):
         raise InvalidLink("a page link without a nonce, or a nonce on a next link")
-    return LinkState(names, user_pk, resume, filtered=bool(filtered), nonce=nonce)
+    if stream is not None and not isinstance(stream, str):
+        raise InvalidLink("the presence stream id is not a string")
+    return LinkState(names, user_pk, resume, filtered=bool(filtered), nonce=nonce, stream=stream)
+
+
+GONE_SALT = "grip_eventstream.gone"
+GONE_SEGMENT = "_gone/"
+
+
+def gone_url(base_path: str, stream: str) -> str:
+    """The gone link of a presence stream below ``base_path`` (see :func:`read_gone_token`).
+
+    Pushpin 1.41 requests it once the client has disconnected. The token only names the
+    stream and does not expire (a stream may stay open for days): it is worth nothing
+    before that request, since a client never sees it, and nothing after, since ending a
+    stream that has ended changes nothing.
+    """
+    token = signing.dumps(stream, salt=GONE_SALT)
+    return f"{grip.link_path(base_path)}{GONE_SEGMENT}{token}/"
+
+
+def read_gone_token(token: str) -> str:
+    """The presence stream id a gone token names; InvalidLink unless it is ours."""
+    try:
+        stream = signing.loads(token, salt=GONE_SALT)
+    except (signing.BadSignature, ValueError):
+        raise InvalidLink("bad signature") from None
+    if not isinstance(stream, str):
+        raise InvalidLink("unexpected payload")
+    return stream
 
 
 def link_url(base_path: str, state: LinkState) -> str:

@@ -54,3 +54,79 @@ class UsedPageLink(models.Model):
 
     def __str__(self) -> str:
         return self.nonce
+
+
+# --- presence (grip_eventstream.presence) ---------------------------------------------------
+
+
+class PresenceStream(models.Model):
+    """One open stream on one presence channel: a row per (stream, channel).
+
+    ``stream_id`` is the random id the view gives a subscribe; the proxy's gone notice and
+    next-link fetches name it. ``user_pk`` is ``str(pk)`` of the stream's user, NULL for an
+    anonymous stream. ``exact``: the proxy sends gone notices, so the row is deleted when the
+    client disconnects; otherwise (and for a proxy that dies without sending them) only its
+    ``expires`` ends it, which each next-link fetch pushes back. Rows past ``expires`` are
+    never counted and are deleted by the sweep, which fires their leaves.
+    """
+
+    stream_id = models.CharField(max_length=64)
+    channel = models.CharField(max_length=255)
+    # NULL, not "", for anonymous streams: COUNT(DISTINCT user_pk) counts logged-in users.
+    user_pk = models.CharField(max_length=255, null=True)  # noqa: DJ001
+    exact = models.BooleanField()
+    created = models.DateTimeField()
+    expires = models.DateTimeField(db_index=True)  # the sweep's range read, across channels
+
+    class Meta:
+        constraints = [  # noqa: RUF012 (Django reads this list; nothing mutates it)
+            # Also the index behind a gone notice and a refresh (WHERE stream_id = %s).
+            models.UniqueConstraint(
+                fields=["stream_id", "channel"], name="grip_es_presence_stream_channel"
+            ),
+        ]
+        indexes = [  # noqa: RUF012
+            # The reads: a channel's rows that have not expired.
+            models.Index(fields=["channel", "expires"], name="grip_es_presence_live"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.stream_id} on {self.channel}"
+
+
+class PresenceMember(models.Model):
+    """How many streams a logged-in user has open on a presence channel.
+
+    Every change goes through an upsert of this row, whose lock orders concurrent
+    subscribes and disconnects of one user: the one that takes it from 0 to 1 is the join,
+    the one that takes it to 0 the leave, exactly once. Deleted at 0. Anonymous streams have
+    no row: each is a member of its own.
+    """
+
+    channel = models.CharField(max_length=255)
+    user_pk = models.CharField(max_length=255)
+    streams = models.BigIntegerField()
+
+    class Meta:
+        constraints = [  # noqa: RUF012
+            models.UniqueConstraint(fields=["channel", "user_pk"], name="grip_es_presence_member"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user_pk} on {self.channel}: {self.streams}"
+
+
+class PresenceChannel(models.Model):
+    """The streams and distinct logged-in users of a presence channel, for join/leave notices.
+
+    Updated with every change of the channel's presence, so its lock orders them: the
+    counts each join and leave reports follow one another, as the events do. Reads count
+    ``PresenceStream`` rows instead (these counts include expired streams until the sweep).
+    """
+
+    channel = models.CharField(max_length=255, primary_key=True)
+    streams = models.BigIntegerField()
+    users = models.BigIntegerField()
+
+    def __str__(self) -> str:
+        return f"{self.channel}: {self.streams} streams, {self.users} users"

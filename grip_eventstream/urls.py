@@ -17,4 +17,6 @@ urlpatterns = [
     path("", views.events, name="grip_eventstream-events"),
     # Next links Pushpin follows for gap repair and paging (tokens: links.py).
     path("_link/<str:grip_link>/", views.events, name="grip_eventstream-link"),
+    # Gone notices Pushpin 1.41 sends when a presence stream ends (views.gone).
+    path("_gone/<str:grip_gone>/", views.events, name="grip_eventstream-gone"),
 ]

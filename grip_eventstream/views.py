@@ -6,6 +6,7 @@ import dataclasses
 import json
 import logging
 import random
+import secrets
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -48,7 +49,10 @@ class Refused(Exception):
 # down would fail before the view could answer the outage as it should.
 @transaction.non_atomic_requests
 def events(request: HttpRequest, **kwargs: Any) -> HttpResponse:
-    """Subscribe to channels; also serves the next-link requests Pushpin makes."""
+    """Subscribe to channels; also serves the next-link and gone requests Pushpin makes."""
+    gone_token = kwargs.pop("grip_gone", None)
+    if gone_token is not None:
+        return gone(request, gone_token)
     link_token = kwargs.pop("grip_link", None)
 
     def channels_and_user() -> tuple[Sequence[str], AbstractBaseUser | None]:
@@ -150,6 +154,38 @@ def _database_reachable() -> None:
     global _outage_logged
     _outage_logged = False
     logger.warning("The database is reachable again: stream requests are served.")
+
+
+def gone(request: HttpRequest, token: str) -> HttpResponse:
+    """Pushpin's notice that a presence stream has ended (its ``rel=gone`` link).
+
+    Pushpin 1.41 POSTs it a few milliseconds after the client disconnects and wants an
+    empty answer. Only the proxy can make it count: the request must carry a verified
+    Grip-Sig, and the signed token names one stream, which no client ever sees before the
+    notice (ending a stream that has ended changes nothing).
+    """
+    if request.method != "POST":
+        response = text_response(405, "Gone notices are sent by the GRIP proxy with POST.")
+        response["Allow"] = "POST"
+        return response
+    try:
+        _check_proxy(request)
+        stream = links.read_gone_token(token)
+    except Refused as refused:
+        return text_response(refused.status, refused.message)
+    except links.InvalidLink as exc:
+        logger.warning("Refused a gone notice: the token is %s", exc.reason)
+        return text_response(400, "Invalid gone token.")
+    from . import presence
+
+    try:
+        presence.end_stream(stream)
+    except DatabaseError as exc:
+        # Pushpin does not retry a gone notice: the stream stays counted until it expires
+        # (EVENTSTREAM_PRESENCE_TTL).
+        logger.error("Could not record the end of a presence stream: %s", exc)
+        return HttpResponse(b"", status=503)
+    return HttpResponse(b"")
 
 
 def text_response(status: int, message: str) -> HttpResponse:
@@ -329,19 +365,23 @@ def _stream(
     if user is not None:
         # Lets channel_permission_changed() reach this user's streams (see its docstring).
         subscriptions.append(grip.Subscription(grip.user_control_channel(user.pk), raw=True))
-    if not reliable:
-        # Makes Pushpin send Grip-Last on this stream's next-link requests (see _read_link).
+    user_pk = None if user is None else str(user.pk)
+    stream, gone_link = _presence(request, channels, user_pk, link)
+    if not reliable or stream is not None:
+        # Makes Pushpin send Grip-Last on this stream's next-link requests (see
+        # _read_link). Never published to, it also keeps a presence stream's link timer
+        # running: Pushpin restarts the timer only once every channel has had a delivery,
+        # so the link, which refreshes the stream's presence, is fetched every
+        # EVENTSTREAM_LINK_TIMEOUT seconds however busy the other channels are.
         subscriptions.append(grip.Subscription(grip.LINK_PROOF_CHANNEL, "0", raw=True))
     # Every stream has a next link, reliable or not: Pushpin fetches it on a hint from
     # channel_permission_changed() and after EVENTSTREAM_LINK_TIMEOUT quiet seconds, and
     # each fetch checks the user's permissions again and hands out a fresh token.
     base = request.path if link is None else links.base_path(request.path, link[0])
-    state = links.LinkState(
-        tuple(channels), None if user is None else str(user.pk), filtered=bool(reliable)
-    )
+    state = links.LinkState(tuple(channels), user_pk, filtered=bool(reliable), stream=stream)
 
     def hold(id_format: str | None = None) -> dict[str, str]:
-        return grip.hold_headers(
+        headers = grip.hold_headers(
             subscriptions,
             keep_alive=conf.EVENTSTREAM_KEEP_ALIVE,
             id_format=id_format,
@@ -349,6 +389,7 @@ def _stream(
             link=links.link_url(base, state),
             link_timeout=conf.EVENTSTREAM_LINK_TIMEOUT,
         )
+        return _join_links(headers, gone_link)
 
     if storage is None or not reliable:
         return _stream_response(retry, hold())
@@ -398,10 +439,56 @@ def _stream(
             state, resume=result.cursor, filtered=False, nonce=links.new_page_nonce()
         )
         page_link = grip.link_header(links.link_url(base, page_state))
-        return _stream_response(body, {"Grip-Link": page_link})
+        return _stream_response(body, _join_links({"Grip-Link": page_link}, gone_link))
     subscriptions += [grip.Subscription(c, str(result.positions[c])) for c in reliable]
     variables = {c: grip.id_format_var(c) for c in reliable}
     return _stream_response(body, hold(id_format(epoch, reliable, variables)))
+
+
+def _presence(
+    request: HttpRequest,
+    channels: Sequence[str],
+    user_pk: str | None,
+    link: tuple[str, links.LinkState] | None,
+) -> tuple[str | None, str | None]:
+    """The stream's presence id, and its gone link when this response must carry one.
+
+    A subscribe with presence channels records the stream (grip_eventstream.presence). When
+    the proxy sends gone notices (``link:gone`` in Grip-Feature: Pushpin 1.41), the first
+    response carries the gone link, which Pushpin only takes from a stream's first response;
+    otherwise the stream is counted until it expires. Each next-link fetch refreshes it.
+    """
+    manager = get_channel_manager()
+    if link is not None:
+        stream = link[1].stream
+        if stream is not None:
+            from . import presence
+
+            presence.refresh_streams(
+                stream,
+                conf.EVENTSTREAM_PRESENCE_TTL,
+                channels=link[1].channels,
+                user_pk=link[1].user_pk,
+            )
+        return stream, None
+    if not any(manager.is_presence_channel(c) for c in channels):
+        return None, None
+    from . import presence
+
+    stream = secrets.token_urlsafe(12)
+    exact = "link:gone" in grip.proxy_features(request.META.get("HTTP_GRIP_FEATURE"))
+    presence.record_streams(
+        stream, channels, user_pk, exact=exact, ttl=conf.EVENTSTREAM_PRESENCE_TTL
+    )
+    if not exact:
+        return stream, None
+    return stream, f"<{links.gone_url(request.path, stream)}>; rel=gone"
+
+
+def _join_links(headers: dict[str, str], gone_link: str | None) -> dict[str, str]:
+    if gone_link is not None:
+        headers["Grip-Link"] = f"{headers['Grip-Link']}, {gone_link}"
+    return headers
 
 
 def _stream_response(body: str, headers: Mapping[str, str]) -> HttpResponse:

@@ -120,7 +120,7 @@ class EventsViewSet(viewsets.ViewSet):
         throttle_classes=[],
     )
     def link(self, request: Request, grip_link: str, *args: Any, **kwargs: Any) -> HttpResponse:
-        """The next link Pushpin follows (see views._link_token); not for clients."""
+        """The next link Pushpin follows (tokens: links.py); not for clients."""
         return views.serve(request._request, lambda: ([], None), link_token=grip_link)
 
     # The next links of <prefix>/<channel>/ streams, which live below their stream's path.
@@ -136,6 +136,33 @@ class EventsViewSet(viewsets.ViewSet):
     ) -> HttpResponse:
         """The next link Pushpin follows for a ``<prefix>/<channel>/`` stream."""
         return views.serve(request._request, lambda: ([], None), link_token=grip_link)
+
+    # Gone notices of presence streams (views.gone), authorised as next links are.
+    @action(
+        detail=False,
+        methods=["post"],
+        url_path=r"_gone/(?P<grip_gone>[^/]+)",
+        authentication_classes=[],
+        permission_classes=[],
+        throttle_classes=[],
+    )
+    def gone(self, request: Request, grip_gone: str, *args: Any, **kwargs: Any) -> HttpResponse:
+        """The gone link Pushpin 1.41 requests when a presence stream ends."""
+        return views.gone(request._request, grip_gone)
+
+    @action(
+        detail=False,
+        methods=["post"],
+        url_path=r"(?P<channel>[^/]+)/_gone/(?P<grip_gone>[^/]+)",
+        authentication_classes=[],
+        permission_classes=[],
+        throttle_classes=[],
+    )
+    def channel_gone(
+        self, request: Request, channel: str, grip_gone: str, *args: Any, **kwargs: Any
+    ) -> HttpResponse:
+        """The gone link of a ``<prefix>/<channel>/`` presence stream."""
+        return views.gone(request._request, grip_gone)
 
     def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
         # A CORS preflight carries no credentials, so DRF's authentication and permissions

@@ -15,3 +15,9 @@ class TestChannelManager(DefaultChannelManager):
             group = channel.removeprefix("members-")
             return user is not None and user.groups.filter(name=group).exists()
         return True
+
+    def is_presence_channel(self, channel):
+        return channel.startswith(("presence-", "volatile-presence-"))
+
+    def get_presence_events(self, channel):
+        return channel.startswith("presence-events-")

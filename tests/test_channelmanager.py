@@ -92,3 +92,11 @@ def test_channel_manager_base_is_django_eventstreams_interface(settings):
     settings.EVENTSTREAM_STORAGE_TTL = 77
     assert base.get_channel_ttl("a") == 77
     assert isinstance(manager, ChannelManagerBase)
+
+
+def test_presence_is_off_by_default():
+    from grip_eventstream.channelmanager import ChannelManagerBase
+
+    for each in (ChannelManagerBase(), manager):
+        assert each.is_presence_channel("room") is False
+        assert each.get_presence_events("room") is False

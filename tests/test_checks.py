@@ -310,6 +310,8 @@ def test_e005_bounds_are_inclusive(settings, value):
         ("EVENTSTREAM_PUBLISH_TIMEOUT", -1.0),
         ("EVENTSTREAM_PUBLISH_TIMEOUT", True),
         ("EVENTSTREAM_PUBLISH_TIMEOUT", "5"),
+        ("EVENTSTREAM_PRESENCE_TTL", 0),
+        ("EVENTSTREAM_PRESENCE_TTL", "90"),
     ],
 )
 def test_e006_numbers(settings, name, value):
@@ -326,6 +328,7 @@ def test_e006_numbers(settings, name, value):
         ("EVENTSTREAM_REPLAY_LIMIT", 1),
         ("EVENTSTREAM_STORAGE_TTL", 1),
         ("EVENTSTREAM_PUBLISH_TIMEOUT", 0.1),
+        ("EVENTSTREAM_PRESENCE_TTL", 1),
     ],
 )
 def test_e006_minimums_are_allowed(settings, name, value):

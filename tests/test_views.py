@@ -117,7 +117,8 @@ def link_state(response) -> links.LinkState:
 
 
 def link_of(response) -> Link:
-    match = LINK.fullmatch(response["Grip-Link"])
+    # The next link; a presence stream's first response also carries its gone link.
+    match = LINK.fullmatch(response["Grip-Link"].split(", <")[0])
     assert match, response["Grip-Link"]
     timeout = match.group("timeout")
     return Link(match.group("url"), int(timeout) if timeout else None)
@@ -1043,7 +1044,7 @@ def test_used_page_nonces_are_cleared_once_expired(monkeypatch):
     now = time.time()
     assert links.use_page_nonce("old", max_age=10)
     assert not links.use_page_nonce("old", max_age=10)
-    monkeypatch.setattr(links.time, "time", lambda: now + 11)
+    monkeypatch.setattr("time.time", lambda: now + 11)
     assert links.use_page_nonce("new", max_age=10)
     assert list(UsedPageLink.objects.values_list("nonce", flat=True)) == ["new"]
 
@@ -1307,3 +1308,123 @@ def test_a_user_lookup_during_an_outage_is_a_retry_too(monkeypatch):
     assert_plain_stream_headers(response)
     assert "Grip-Hold" not in response
     assert body_events(response)[1].retry >= 1000
+
+
+# --- presence -----------------------------------------------------------------------------
+
+GONE = re.compile(r"<(?P<url>[^>]*)>; rel=gone")
+FEATURES_1_41 = "status, session, link:next, link:gone, filter:build-id, filter:skip-users"
+FEATURES_1_36 = "status, session, link:next, filter:build-id, filter:skip-users"
+
+
+def gone_url(response) -> str:
+    match = GONE.search(response["Grip-Link"])
+    assert match, response["Grip-Link"]
+    return match.group("url")
+
+
+def has_gone_link(response) -> bool:
+    return GONE.search(response["Grip-Link"]) is not None
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_presence_stream_behind_1_41_is_recorded_with_a_gone_link():
+    from grip_eventstream import get_presence
+
+    user = User.objects.create(username="ann")
+    response = call("/stream/?channel=presence-a", user=user, **{"Grip-Feature": FEATURES_1_41})
+    assert response["Grip-Hold"] == "stream"
+    assert gone_url(response).startswith("/stream/_gone/")
+    # The never-published channel keeps the link timer running (refreshes), stored or not.
+    assert f"{grip.LINK_PROOF_CHANNEL}; prev-id=0" in response["Grip-Channel"]
+    presence = get_presence("presence-a")
+    assert presence.exact
+    assert [(m.user_pk, m.streams) for m in presence.members] == [(str(user.pk), 1)]
+    assert link_state(response).stream is not None
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_presence_stream_behind_1_36_has_no_gone_link_and_is_not_exact():
+    from grip_eventstream import get_presence
+
+    response = call("/stream/?channel=presence-a", **{"Grip-Feature": FEATURES_1_36})
+    assert not has_gone_link(response)
+    presence = get_presence("presence-a")
+    assert not presence.exact
+    assert presence.stale_within > 0
+    assert [(m.user_pk, m.streams) for m in presence.members] == [(None, 1)]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_gone_notice_ends_the_stream_once(caplog):
+    from grip_eventstream import get_presence
+    from grip_eventstream.signals import presence_left
+
+    left = []
+
+    def on_left(sender, **kwargs):
+        left.append((kwargs["channel"], kwargs["user_pk"]))
+
+    presence_left.connect(on_left)
+    try:
+        user = User.objects.create(username="bob")
+        headers = {"Grip-Feature": FEATURES_1_41}
+        first = call("/stream/?channel=presence-a", user=user, **headers)
+        second = call("/stream/?channel=presence-a", user=user, **headers)
+        assert get_presence("presence-a").members[0].streams == 2
+        assert call(gone_url(first), "post").status_code == 200
+        assert get_presence("presence-a").members[0].streams == 1
+        assert left == []
+        assert call(gone_url(first), "post").status_code == 200  # replayed: no change
+        assert get_presence("presence-a").members[0].streams == 1
+        response = call(gone_url(second), "post")
+        assert (response.status_code, response.content) == (200, b"")
+        assert get_presence("presence-a").members == []
+        assert left == [("presence-a", str(user.pk))]
+    finally:
+        presence_left.disconnect(on_left)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_gone_notices_only_count_from_the_proxy():
+    from grip_eventstream import get_presence
+
+    url = gone_url(call("/stream/?channel=presence-a", **{"Grip-Feature": FEATURES_1_41}))
+    assert call(url, "get").status_code == 405
+    assert call(url, "post", sig=None).status_code == 400  # straight to Django
+    wrong_key = make_sig("wrong-key-0123456789abcdef0123456789")
+    assert call(url, "post", sig=wrong_key).status_code == 403
+    forged = url.replace("/_gone/", "/_gone/x")
+    assert call(forged, "post").status_code == 400
+    assert get_presence("presence-a").members[0].streams == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_next_links_refresh_a_presence_stream(monkeypatch):
+    from grip_eventstream.models import PresenceStream
+
+    response = call("/stream/?channel=presence-a", **{"Grip-Feature": FEATURES_1_41})
+    from datetime import UTC, datetime
+
+    before = PresenceStream.objects.get().expires
+    later = time.time() + 30
+    monkeypatch.setattr(
+        "django.utils.timezone.now", lambda: datetime.fromtimestamp(later, UTC)
+    )
+    again = call(link_of(response).url, **{"Grip-Last": "~~link; last-id=0"})
+    assert again["Grip-Hold"] == "stream"
+    assert not has_gone_link(again)  # Pushpin takes the gone link from the first response only
+    assert link_state(again).stream == link_state(response).stream
+    assert PresenceStream.objects.get().expires > before
+
+
+def test_a_stream_without_presence_channels_records_nothing(django_assert_num_queries):
+    from grip_eventstream.models import PresenceStream
+
+    get_current_event_id(["test"])
+    with django_assert_num_queries(1):  # the subscribe's one query, as without presence
+        response = call("/events/", **{"Grip-Feature": FEATURES_1_41})
+    assert not has_gone_link(response)
+    assert grip.LINK_PROOF_CHANNEL not in response["Grip-Channel"]
+    assert link_state(response).stream is None
+    assert not PresenceStream.objects.exists()
