@@ -22,3 +22,5 @@ urlpatterns = [
     path("npm/<path:path>", views.npm_file),
     *drf.router.urls,
 ]
+
+urlpatterns += [path("send-raw/", views.send_raw)]

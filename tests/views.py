@@ -73,3 +73,12 @@ def htmx_page(request):
         "htmx.html",
         {"version": version, "channel": channel, "scripts": HTMX[version]},
     )
+
+
+@csrf_exempt
+def send_raw(request):
+    """POST {"channel", "data", "type"}: send_event(..., json_encode=False) from a gunicorn
+    worker, so the event goes to the database gunicorn uses (tests/test_e2e_outage.py)."""
+    body = json.loads(request.body)
+    send_event(body["channel"], body.get("type", "message"), body["data"], json_encode=False)
+    return JsonResponse({"sent": 1})
