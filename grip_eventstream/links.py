@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import secrets
 import time
-from dataclasses import dataclass
 
 from django.conf import settings
 from django.core import signing
@@ -29,6 +28,9 @@ from django.db import IntegrityError, router, transaction
 
 from . import grip
 from .exceptions import InvalidChannel
+
+# Re-exported: the state is decided in stream.py (pure), signed here.
+from .stream import LinkState as LinkState
 
 SALT = "grip_eventstream.link"
 # channels, user, resume cursor, filtered, page nonce, presence stream
@@ -46,21 +48,6 @@ class InvalidLink(Exception):
 
 class LinkExpired(InvalidLink):
     """A token of ours that is older than ``max_age``."""
-
-
-@dataclass(frozen=True)
-class LinkState:
-    channels: tuple[str, ...]
-    user_pk: str | None  # str(pk): integer, UUID and string keys alike
-    resume: str | None = None  # the cursor the next page of a paged replay starts after
-    # Whether Pushpin holds the stream with the build-id filter when it fetches this link:
-    # it then runs that filter over the link response's body, which must be escaped.
-    filtered: bool = False
-    # A page link's one-time nonce (new_page_nonce); None on next links.
-    nonce: str | None = None
-    # The stream's presence id (grip_eventstream.presence), when it has presence channels:
-    # each next-link fetch refreshes its presence.
-    stream: str | None = None
 
 
 def new_page_nonce() -> str:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import logging
 import random
 import secrets
@@ -17,10 +15,9 @@ from django.db import DatabaseError, transaction
 from django.http import HttpRequest, HttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
-from . import grip, links, replay, sse
+from . import grip, links, sse, stream
 from .conf import conf
 from .cors import cors_headers, preflight_headers
-from .cursor import id_format
 from .exceptions import InvalidChannel
 from .proxies import InvalidSignature
 from .registry import get_channel_manager, get_storage, get_verifier
@@ -99,19 +96,22 @@ def serve(
         else:
             channels, user = channels_and_user()
         denied = _denied(user, channels)
-        if denied and link_token is not None:
-            # The stream is already open: tell the client why, then end it (a next-link
-            # answer without a hold closes the stream after its body).
-            response = _end_stream(user, denied, filtered=link[1].filtered if link else False)
+        if denied and link is not None:
+            # The stream is already open: tell the client why, then end it.
+            user_pk = None if user is None else str(user.pk)
+            answer = stream.forbidden(user_pk, denied, filtered=link[1].filtered)
         elif denied:
             who = "anonymous users" if user is None else "this user"
             raise Refused(403, f"Permission denied: {who} may not read {', '.join(denied)}.")
         else:
-            response = _stream(request, channels, user, link)
+            answer = _stream(request, channels, user, link)
+        if _outage_logged:
+            _database_reachable()
+        response = _stream_response(answer)
     except Refused as refused:
         response = text_response(refused.status, refused.message)
     except EndStream:
-        response = HttpResponse(b"", content_type="text/event-stream")
+        response = _stream_response(stream.end())
     except DatabaseError as exc:
         response = _database_unavailable(request, exc, link=link_token is not None)
     return _with_headers(response, cors)
@@ -146,8 +146,7 @@ def _database_unavailable(request: HttpRequest, exc: DatabaseError, *, link: boo
     if link:
         return text_response(503, "The database is unavailable; try again shortly.")
     spread = max(conf.EVENTSTREAM_RECONNECT_SPREAD, 5)
-    body = sse.encode_retry(random.randint(1000, spread * 1000)) + ": database unavailable\n\n"
-    return _stream_response(body, {})
+    return _stream_response(stream.unavailable(random.randint(1000, spread * 1000)))
 
 
 def _database_reachable() -> None:
@@ -263,27 +262,9 @@ def _denied(user: AbstractBaseUser | None, channels: Sequence[str]) -> list[str]
     return [c for c in channels if not manager.can_read_channel(user, c)]
 
 
-def _end_stream(
-    user: AbstractBaseUser | None, denied: Sequence[str], *, filtered: bool
-) -> HttpResponse:
-    who = "anonymous users" if user is None else "this user"
-    data = json.dumps(
-        {
-            "condition": "forbidden",
-            "text": f"Permission denied: {who} may no longer read {', '.join(denied)}.",
-            "channels": list(denied),
-        }
-    )
-    if filtered:  # channel names may hold "%"
-        data = grip.escape_for_filter(data)
-    response = HttpResponse(
-        sse.encode_event(data, event="stream-error"), content_type="text/event-stream"
-    )
-    response["Cache-Control"] = "no-cache"
-    return response
-
-
-def _read_link(request: HttpRequest, token: str) -> tuple[links.LinkState, AbstractBaseUser | None]:
+def _read_link(
+    request: HttpRequest, token: str
+) -> tuple[stream.LinkState, AbstractBaseUser | None]:
     try:
         state = links.read_token(
             token, max_age=link_max_age(), max_channels=conf.EVENTSTREAM_MAX_CHANNELS
@@ -352,104 +333,58 @@ def _stream(
     request: HttpRequest,
     channels: Sequence[str],
     user: AbstractBaseUser | None,
-    link: tuple[str, links.LinkState] | None,
-) -> HttpResponse:
+    link: tuple[str, stream.LinkState] | None,
+) -> stream.Answer:
+    """Read what the answer depends on from the request and the storage; stream.py decides."""
     manager = get_channel_manager()
     storage = get_storage()
     reliable = [c for c in channels if storage is not None and manager.is_channel_reliable(c)]
-    # When Pushpin restarts, every browser reconnects after the same delay (3 s): a storm
-    # that Pushpin answers with 502 once more than about 100 requests wait for the app. A
-    # random delay per stream spreads the reconnects.
-    retry = _retry() if link is None else ""
-    subscriptions = [grip.Subscription(c) for c in channels if c not in reliable]
-    if user is not None:
-        # Lets channel_permission_changed() reach this user's streams (see its docstring).
-        subscriptions.append(grip.Subscription(grip.user_control_channel(user.pk), raw=True))
     user_pk = None if user is None else str(user.pk)
-    stream, gone_link = _presence(request, channels, user_pk, link)
-    if not reliable or stream is not None:
-        # Makes Pushpin send Grip-Last on this stream's next-link requests (see
-        # _read_link). Never published to, it also keeps a presence stream's link timer
-        # running: Pushpin restarts the timer only once every channel has had a delivery,
-        # so the link, which refreshes the stream's presence, is fetched every
-        # EVENTSTREAM_LINK_TIMEOUT seconds however busy the other channels are.
-        subscriptions.append(grip.Subscription(grip.LINK_PROOF_CHANNEL, "0", raw=True))
-    # Every stream has a next link, reliable or not: Pushpin fetches it on a hint from
-    # channel_permission_changed() and after EVENTSTREAM_LINK_TIMEOUT quiet seconds, and
-    # each fetch checks the user's permissions again and hands out a fresh token.
-    base = request.path if link is None else links.base_path(request.path, link[0])
-    state = links.LinkState(tuple(channels), user_pk, filtered=bool(reliable), stream=stream)
-
-    def hold(id_format: str | None = None) -> dict[str, str]:
-        headers = grip.hold_headers(
-            subscriptions,
-            keep_alive=conf.EVENTSTREAM_KEEP_ALIVE,
-            id_format=id_format,
-            user=None if user is None else grip.user_meta(user.pk),
-            link=links.link_url(base, state),
-            link_timeout=conf.EVENTSTREAM_LINK_TIMEOUT,
-        )
-        return _join_links(headers, gone_link)
-
-    if storage is None or not reliable:
-        return _stream_response(retry, hold())
-
-    epoch, current = storage.get_state(reliable)
-    if _outage_logged:
-        _database_reachable()
+    meta = request.META
+    features = grip.proxy_features(meta.get("HTTP_GRIP_FEATURE"))
+    presence_stream, gone_url = _presence(request, channels, user_pk, link, features)
     if link is None:
+        base = request.path
         # The browser sends Last-Event-ID on its own reconnects, newer than any
         # lastEventId the page put in the URL, so the header wins.
-        cursor = request.META.get("HTTP_LAST_EVENT_ID") or request.GET.get("lastEventId")
-        grip_last = None
-        # Pushpin filters the body of a response that holds with build-id, not of a page.
-        filtered_if_complete, filtered_if_paged = True, False
+        cursor = meta.get("HTTP_LAST_EVENT_ID") or request.GET.get("lastEventId")
     else:
-        cursor = link[1].resume
-        # Pushpin's own record of what it delivered, on next links that are not pages.
-        grip_last = grip.parse_grip_last([request.META.get("HTTP_GRIP_LAST", "")])
-        features = grip.proxy_features(request.META.get("HTTP_GRIP_FEATURE"))
-        filtered_if_complete = grip.link_body_filtered(
-            features, old_hold_filtered=link[1].filtered, new_hold_filtered=True
-        )
-        filtered_if_paged = grip.link_body_filtered(
-            features, old_hold_filtered=link[1].filtered, new_hold_filtered=False
-        )
-    result = replay.plan(
-        replay.ReplayRequest(
-            epoch=epoch,
-            channels=reliable,
-            current=current,
-            cursor=cursor,
-            grip_last=grip_last if cursor is None else None,
-            max_events=conf.EVENTSTREAM_REPLAY_LIMIT,
-            max_bytes=conf.EVENTSTREAM_REPLAY_MAX_BYTES,
-            id_only_tail=link is None,
-        ),
-        storage,
+        base, cursor = links.base_path(request.path, link[0]), None
+    answer_request = stream.StreamRequest(
+        channels=channels,
+        reliable=reliable,
+        user_pk=user_pk,
+        link=None if link is None else link[1],
+        cursor=cursor,
+        grip_last=meta.get("HTTP_GRIP_LAST", ""),
+        features=features,
+        presence_stream=presence_stream,
+        gone_url=gone_url,
+        # When Pushpin restarts, every browser reconnects after the same delay (3 s): a
+        # storm that Pushpin answers with 502 once more than about 100 requests wait for
+        # the app. A random delay per stream spreads the reconnects.
+        retry=_retry() if link is None else "",
+        keep_alive=conf.EVENTSTREAM_KEEP_ALIVE,
+        link_timeout=conf.EVENTSTREAM_LINK_TIMEOUT,
+        replay_limit=conf.EVENTSTREAM_REPLAY_LIMIT,
+        replay_max_bytes=conf.EVENTSTREAM_REPLAY_MAX_BYTES,
     )
-    filtered = filtered_if_complete if result.complete else filtered_if_paged
-    body = retry + result.render(grip.escape_for_filter if filtered else str)
-    if not result.complete:
-        # More missed events than one response may carry: no hold yet; Pushpin sends this
-        # page and fetches the next link at once, which continues from this cursor.
-        # Without a hold the stream has no channels, so no filter runs over the next
-        # page either, whatever ran over this one.
-        page_state = dataclasses.replace(
-            state, resume=result.cursor, filtered=False, nonce=links.new_page_nonce()
-        )
-        page_link = grip.link_header(links.link_url(base, page_state))
-        return _stream_response(body, _join_links({"Grip-Link": page_link}, gone_link))
-    subscriptions += [grip.Subscription(c, str(result.positions[c])) for c in reliable]
-    variables = {c: grip.id_format_var(c) for c in reliable}
-    return _stream_response(body, hold(id_format(epoch, reliable, variables)))
+    state = None if storage is None or not reliable else storage.get_state(reliable)
+    return stream.answer(
+        answer_request,
+        state,
+        storage,  # type: ignore[arg-type]  # only read when there is a state
+        lambda link_state: links.link_url(base, link_state),
+        links.new_page_nonce,
+    )
 
 
 def _presence(
     request: HttpRequest,
     channels: Sequence[str],
     user_pk: str | None,
-    link: tuple[str, links.LinkState] | None,
+    link: tuple[str, stream.LinkState] | None,
+    features: frozenset[str],
 ) -> tuple[str | None, str | None]:
     """The stream's presence id, and its gone link when this response must carry one.
 
@@ -458,44 +393,38 @@ def _presence(
     response carries the gone link, which Pushpin only takes from a stream's first response;
     otherwise the stream is counted until it expires. Each next-link fetch refreshes it.
     """
-    manager = get_channel_manager()
     if link is not None:
-        stream = link[1].stream
-        if stream is not None:
+        stream_id = link[1].stream
+        if stream_id is not None:
             from . import presence
 
             presence.refresh_streams(
-                stream,
+                stream_id,
                 conf.EVENTSTREAM_PRESENCE_TTL,
                 channels=link[1].channels,
                 user_pk=link[1].user_pk,
             )
-        return stream, None
+        return stream_id, None
+    manager = get_channel_manager()
     if not any(manager.is_presence_channel(c) for c in channels):
         return None, None
     from . import presence
 
-    stream = secrets.token_urlsafe(12)
-    exact = "link:gone" in grip.proxy_features(request.META.get("HTTP_GRIP_FEATURE"))
+    stream_id = secrets.token_urlsafe(12)
+    exact = "link:gone" in features
     presence.record_streams(
-        stream, channels, user_pk, exact=exact, ttl=conf.EVENTSTREAM_PRESENCE_TTL
+        stream_id, channels, user_pk, exact=exact, ttl=conf.EVENTSTREAM_PRESENCE_TTL
     )
     if not exact:
-        return stream, None
-    return stream, f"<{links.gone_url(request.path, stream)}>; rel=gone"
+        return stream_id, None
+    return stream_id, links.gone_url(request.path, stream_id)
 
 
-def _join_links(headers: dict[str, str], gone_link: str | None) -> dict[str, str]:
-    if gone_link is not None:
-        headers["Grip-Link"] = f"{headers['Grip-Link']}, {gone_link}"
-    return headers
-
-
-def _stream_response(body: str, headers: Mapping[str, str]) -> HttpResponse:
+def _stream_response(answer: stream.Answer) -> HttpResponse:
     # The body in one piece, as bytes: each HttpResponse.write() encodes and appends a
     # chunk, looking the charset up in the headers again. UTF-8 whatever DEFAULT_CHARSET
     # says: an event stream is always UTF-8.
-    response = HttpResponse(body.encode("utf-8"), content_type="text/event-stream")
+    response = HttpResponse(answer.body.encode("utf-8"), content_type="text/event-stream")
     response["Cache-Control"] = "no-cache"
     response["X-Accel-Buffering"] = "no"
-    return _with_headers(response, headers)
+    return _with_headers(response, answer.headers)

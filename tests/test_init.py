@@ -67,7 +67,7 @@ def test_import_loads_nothing_heavy():
     assert _top_level_imports("__init__") <= {"__future__", "typing"}
 
 
-@pytest.mark.parametrize("module", ["grip", "cursor", "sse", "exceptions"])
+@pytest.mark.parametrize("module", ["grip", "cursor", "sse", "exceptions", "replay", "stream"])
 def test_pure_modules_do_not_import_django(module):
     assert "django" not in _top_level_imports(module)
     assert f"grip_eventstream.{module}" in sys.modules or importlib.import_module(

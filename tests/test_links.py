@@ -19,9 +19,7 @@ def read(token: str, max_age: int = 180) -> LinkState:
     "state",
     [
         LinkState(("a",), None),
-        LinkState(
-            ("a", "b c", "ü%"), "42", resume="abcdefg.aaaaaa-1", filtered=True, nonce="n-1_"
-        ),
+        LinkState(("a", "b c", "ü%"), "42", resume="abcdefg.aaaaaa-1", filtered=True, nonce="n-1_"),
         LinkState(("a",), "0f8fad5b-d9cb-469f-a165-70867728950e"),
     ],
 )

@@ -1,0 +1,198 @@
+"""grip_eventstream.stream: every answer to Pushpin, without Django.
+
+The truth table of the build-id filter (who filters which body, on which Pushpin) is checked
+case by case against tests/pushpin_model.py, the model of what Pushpin does to a filtered
+body; tests/test_e2e_pushpin_versions.py checks the same behaviour against both real
+Pushpins.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+
+from grip_eventstream import grip, stream
+from grip_eventstream.cursor import format_cursor
+from grip_eventstream.sseclient import SSEParser
+from grip_eventstream.stream import LinkState, StreamRequest
+from tests.pushpin_model import pushpin_build_id
+from tests.test_replay import EPOCH, Memory
+
+PUSHPIN_1_36 = frozenset({"status", "session", "link:next", "filter:build-id"})
+PUSHPIN_1_41 = PUSHPIN_1_36 | {"link:gone"}
+nonces = itertools.count()
+
+
+def link_url(state: LinkState) -> str:
+    # The view signs the state into the URL; here the state is kept readable.
+    fields = (state.channels, state.user_pk, state.resume, int(state.filtered), state.nonce)
+    return "/s/_link/" + "|".join(map(str, (*fields, state.stream))) + "/"
+
+
+def answer(memory: Memory, request: StreamRequest, *, stored: bool = True) -> stream.Answer:
+    state = (EPOCH, memory.current(list(request.reliable))) if stored else None
+    return stream.answer(request, state, memory, link_url, lambda: f"n{next(nonces)}")
+
+
+def channels_held(response: stream.Answer) -> dict[str, str | None]:
+    """{pushpin channel: prev-id} from Grip-Channel."""
+    held = {}
+    for part in response.headers["Grip-Channel"].split(", "):
+        name, *params = part.split("; ")
+        held[name] = dict(p.split("=", 1) for p in params if "=" in p).get("prev-id")
+    return held
+
+
+def data_received(response: stream.Answer) -> list[str]:
+    """The events' data as the client sees them, after Pushpin's filter if one runs."""
+    body = pushpin_build_id(response.body, "ID") if response.filtered else response.body
+    return [e.data for e in SSEParser().feed(body.encode())]
+
+
+@pytest.fixture
+def memory() -> Memory:
+    memory = Memory()
+    for i in range(5):
+        memory.add("a", f"{i} is 50% off")
+    return memory
+
+
+def resume_from(position: int) -> str:
+    return format_cursor(EPOCH, {"a": position}, ["a"])
+
+
+# --- hold or page, and who filters the body ----------------------------------------------------
+
+
+@pytest.mark.parametrize("features", [PUSHPIN_1_36, PUSHPIN_1_41], ids=["1.36", "1.41"])
+def test_a_subscribe_holds_and_its_body_is_filtered(memory, features):
+    request = StreamRequest(["a"], ["a"], None, cursor=resume_from(3), features=features)
+    response = answer(memory, request)
+    assert response.holds
+    assert response.filtered  # the hold has a build-id channel on every version
+    assert "%%" in response.body
+    assert data_received(response) == ["3 is 50% off", "4 is 50% off"]
+    assert channels_held(response) == {"a": "5"}
+    assert response.headers["Grip-Hold"] == "stream"
+
+
+@pytest.mark.parametrize("features", [PUSHPIN_1_36, PUSHPIN_1_41], ids=["1.36", "1.41"])
+def test_a_subscribe_page_is_not_filtered(memory, features):
+    request = StreamRequest(
+        ["a"], ["a"], None, cursor=resume_from(0), features=features, replay_limit=2
+    )
+    response = answer(memory, request)
+    assert not response.holds
+    assert not response.filtered
+    assert "Grip-Hold" not in response.headers
+    assert data_received(response) == ["0 is 50% off", "1 is 50% off"]
+    link = response.headers["Grip-Link"]
+    assert "|0|n" in link  # a page link: not filtered, with a nonce
+    assert link.endswith("; rel=next")  # fetched at once: no timeout
+
+
+# (proxy, old hold filtered, response complete) -> Pushpin filters the link response's body
+LINK_TABLE = {
+    ("1.36", True, True): True,  # the old hold had build-id
+    ("1.36", True, False): True,
+    ("1.36", False, True): False,  # the old hold was a page: no channels, no filter
+    ("1.36", False, False): False,
+    ("1.41", True, True): True,  # the response's own hold has build-id
+    ("1.41", True, False): False,  # a page has no hold of its own
+    ("1.41", False, True): True,
+    ("1.41", False, False): False,
+}
+
+
+@pytest.mark.parametrize(("case", "filtered"), LINK_TABLE.items(), ids=str)
+def test_link_response_bodies_follow_the_proxys_filter(memory, case, filtered):
+    version, old_filtered, complete = case
+    features = PUSHPIN_1_41 if version == "1.41" else PUSHPIN_1_36
+    link = LinkState(("a",), None, filtered=old_filtered)
+    request = StreamRequest(
+        ["a"],
+        ["a"],
+        None,
+        link=link,
+        grip_last="a; last-id=1",
+        features=features,
+        replay_limit=5 if complete else 2,
+    )
+    response = answer(memory, request)
+    assert response.holds == complete
+    assert response.filtered == filtered
+    # What the client reads is the stored text either way: the escaping matched the filter.
+    expected = ["1 is 50% off", "2 is 50% off", "3 is 50% off", "4 is 50% off"]
+    assert data_received(response) == (expected if complete else expected[:2])
+
+
+def test_a_page_link_resumes_from_its_cursor_not_grip_last(memory):
+    link = LinkState(("a",), None, resume=resume_from(3), nonce="n")
+    request = StreamRequest(["a"], ["a"], None, link=link, grip_last="a; last-id=0")
+    assert data_received(answer(memory, request)) == ["3 is 50% off", "4 is 50% off"]
+
+
+def test_only_a_subscribe_opens_with_the_retry(memory):
+    retry = "retry: 4000\n\n"
+    subscribe = StreamRequest(["a"], ["a"], None, cursor=resume_from(5), retry=retry)
+    assert answer(memory, subscribe).body.startswith(retry)
+    link = StreamRequest(["a"], ["a"], None, link=LinkState(("a",), None), retry=retry)
+    assert "retry:" not in answer(memory, link).body
+
+
+# --- channels held ----------------------------------------------------------------------------
+
+
+def test_unstored_channels_hold_the_link_proof_channel(memory):
+    response = answer(memory, StreamRequest(["v"], [], None), stored=False)
+    assert channels_held(response) == {"v": None, grip.LINK_PROOF_CHANNEL: "0"}
+    assert response.body == ""
+    assert not response.filtered
+
+
+def test_stored_channels_need_no_link_proof_channel(memory):
+    response = answer(memory, StreamRequest(["a", "v"], ["a"], None))
+    assert channels_held(response) == {"v": None, "a": "5"}
+
+
+def test_a_presence_stream_always_holds_the_link_proof_channel(memory):
+    request = StreamRequest(["a"], ["a"], None, presence_stream="p1", gone_url="/s/_gone/t/")
+    response = answer(memory, request)
+    assert channels_held(response) == {"a": "5", grip.LINK_PROOF_CHANNEL: "0"}
+    assert response.headers["Grip-Link"].endswith(", </s/_gone/t/>; rel=gone")
+    assert "|p1/" in response.headers["Grip-Link"]  # the next link carries the stream
+
+
+def test_a_logged_in_stream_holds_its_users_control_channel(memory):
+    response = answer(memory, StreamRequest(["a"], ["a"], "42"))
+    assert grip.user_control_channel("42") in channels_held(response)
+    assert f'user="{grip.user_meta("42")}"' in response.headers["Grip-Set-Meta"]
+
+
+# --- the other answers ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("filtered", [False, True])
+def test_forbidden_ends_the_stream_with_the_reason(filtered):
+    response = stream.forbidden("7", ["50%"], filtered=filtered)
+    assert not response.holds
+    assert response.headers == {}
+    body = pushpin_build_id(response.body, "ID") if filtered else response.body
+    (event,) = SSEParser().feed(body.encode())
+    assert event.type == "stream-error"
+    assert event.json()["channels"] == ["50%"]
+    assert "this user may no longer read 50%" in event.json()["text"]
+
+
+def test_end_is_an_empty_answer_without_hold():
+    assert stream.end() == stream.Answer("", {}, holds=False)
+
+
+def test_unavailable_carries_its_retry_on_an_event_nobody_listens_to():
+    response = stream.unavailable(2500)
+    parser = SSEParser()
+    (event,) = parser.feed(response.body.encode())
+    assert parser.retry == 2500
+    assert (event.type, event.last_event_id) == ("stream-unavailable", "")
+    assert not response.holds
