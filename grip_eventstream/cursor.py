@@ -6,8 +6,8 @@ event the client received, plus the epoch of the database the numbers come from:
     k3x9a2q.mf6ua3-42.q2ad7b-7
     ^epoch  ^channel key-position ...
 
-A live event's id ends with its own channel's part once more (see :func:`live_id`); when
-a channel appears twice, the later part wins.
+A live event's id ends with its own channel's part once more (see
+:func:`buildid.live_id`); when a channel appears twice, the later part wins.
 
 Only ``[a-z0-9.-]``: no CORS preflight is needed to send it cross-origin, and channel names
 of any shape (``room 1``, unicode) are represented by a short hash, never quoted.
@@ -77,29 +77,6 @@ def format_cursor(epoch: str, positions: Mapping[str, int], order: Sequence[str]
     return ".".join(parts)
 
 
-def id_format(epoch: str, channels: Sequence[str], channel_var: Mapping[str, str]) -> str:
-    """The build-id template that makes Pushpin render :func:`format_cursor` itself.
-
-    ``channel_var`` maps each channel to its template directive (``%(name)s``), which
-    Pushpin replaces with the channel's last delivered id when it relays an event.
-    """
-    parts = [epoch]
-    parts.extend(f"{channel_key(channel)}-{channel_var[channel]}" for channel in channels)
-    return ".".join(parts)
-
-
-def live_id(channel: str, seq: int) -> str:
-    """The ``id:`` of a live event: Pushpin renders ``%I`` from the stream's id format.
-
-    Pushpin's build-id filter renders the id format from the ids it last delivered on each
-    channel. Pushpin 1.36 updates the event's own channel before it renders, 1.41 after (its
-    filters became asynchronous and the update moved behind them), so there the event's own
-    channel would read one behind and every resume would repeat an event. The event's own
-    position, appended, is right on both; :func:`parse_cursor` lets the later part win.
-    """
-    return f"%I.{channel_key(channel)}-{seq}"
-
-
 def parse_cursor(text: str | None) -> Cursor | None:
     """Parse a cursor; None for anything that is not one (never raises)."""
     if not text or len(text) > MAX_CURSOR_LENGTH:
@@ -113,6 +90,7 @@ def parse_cursor(text: str | None) -> Cursor | None:
             match = _PART.fullmatch(part)
             if match is None:
                 return None
-            # A repeated channel is a live event's own part (live_id): the later one wins.
+            # A repeated channel is a live event's own part (buildid.live_id): the later
+            # one wins.
             positions[match.group(1)] = int(match.group(2))
     return Cursor(epoch, positions)

@@ -11,9 +11,9 @@ from django.contrib.auth.base_user import AbstractBaseUser
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import transaction
 
-from . import grip, sse
+from . import buildid, grip, sse
 from .conf import conf
-from .cursor import format_cursor, live_id
+from .cursor import format_cursor
 from .exceptions import PublishError
 from .registry import (
     get_background_publisher,
@@ -21,7 +21,7 @@ from .registry import (
     get_publisher,
     get_storage,
 )
-from .replay import StoredEvent, escaped_size
+from .replay import StoredEvent
 
 logger = logging.getLogger("grip_eventstream")
 
@@ -118,22 +118,7 @@ def send_events(
     for channel, event_type, text in checked:
         if reliable(channel):
             event = next(stored)
-            # "%I" is replaced by Pushpin's build-id filter with the stream's own cursor
-            # (every subscriber's stream has its own set of channels); so every other "%"
-            # is escaped.
-            content = sse.encode_event(
-                grip.escape_for_filter(text),
-                event=grip.escape_for_filter(event_type),
-                id=live_id(channel, event.seq),
-            )
-            item = grip.http_stream_item(
-                channel,
-                content,
-                item_id=str(event.seq),
-                prev_id=str(event.seq - 1),
-                build_id=True,
-                skip_users=skip,
-            )
+            item = buildid.publish_item(channel, event.seq, text, event_type, skip)
         else:
             content = sse.encode_event(text, event=event_type)
             item = grip.http_stream_item(channel, content, skip_users=skip)
@@ -224,7 +209,7 @@ def _check_destination(async_publish: bool) -> None:
 def _check_size(text: str, channel: str, event_type: str) -> None:
     # An event that no replay page can carry would break every resume after it: refused
     # before anything is stored.
-    size = escaped_size(text, event_type, None)
+    size = buildid.escaped_size(text, event_type, None)
     limit = conf.EVENTSTREAM_MAX_EVENT_BYTES
     if size > limit:
         raise ValueError(

@@ -18,6 +18,8 @@ from gripcontrol import Channel, create_grip_channel_header
 from .exceptions import InvalidChannel
 
 MAX_CHANNEL_LENGTH = 128
+# The content filter of reliable channels (everything about it: buildid.py).
+BUILD_ID = "build-id"
 
 # Names made only of these characters go to Pushpin unchanged. Everything else is encoded,
 # because Pushpin parses Grip-Channel / Grip-Last as header parameters (',', ';', '"', '='
@@ -129,7 +131,7 @@ def hold_headers(
         # this stream's user. Reserved (raw) channels take neither.
         if not sub.raw:
             if sub.prev_id is not None:
-                channel.filters.append("build-id")
+                channel.filters.append(BUILD_ID)  # see buildid.py
             channel.filters.append("skip-users")
         channels.append(channel)
     headers = {
@@ -150,18 +152,6 @@ def hold_headers(
     return headers
 
 
-def escape_for_filter(text: str) -> str:
-    """Escape text that Pushpin's ``build-id`` content filter will run over.
-
-    That filter reads ``%`` as a directive (``%I`` the event id, ``%(name)s`` a channel's last
-    id, ``%%`` a literal ``%``) and fails the whole message on an unknown one: Pushpin then
-    drops a published event, or sends an empty body and closes a stream whose hold or
-    next-link response carried it. Every text that Pushpin filters goes through here,
-    whoever wrote it: stored event data and types, channel names in reset notices.
-    """
-    return text.replace("%", "%%")
-
-
 @functools.lru_cache(maxsize=1024)  # a stream's path, on each of its requests
 def link_path(path: str) -> str:
     """A decoded URL path as it can stand in a ``Grip-Link`` header.
@@ -180,31 +170,11 @@ def proxy_features(header: str | None) -> frozenset[str]:
     return frozenset(part.strip() for part in header.split(",") if part.strip())
 
 
-def link_body_filtered(
-    features: frozenset[str], *, old_hold_filtered: bool, new_hold_filtered: bool
-) -> bool:
-    """Whether Pushpin runs the build-id filter over a next-link response's body.
-
-    Pushpin 1.36 filters it with the filters of the hold the stream had when it fetched the
-    link; 1.41 with the filters of the response's own hold (Pushpin commit fbc0d7b "apply
-    next link response's own filters to its content"). The same release added gone links,
-    so a proxy that lists ``link:gone`` behaves as 1.41.
-    """
-    if "link:gone" in features:
-        return new_hold_filtered
-    return old_hold_filtered
-
-
 def link_header(url: str, timeout: int = 0) -> str:
     value = f"<{url}>; rel=next"
     if timeout > 0:
         value += f"; timeout={timeout}"
     return value
-
-
-def id_format_var(channel: str) -> str:
-    """The build-id template directive that Pushpin replaces with the channel's last id."""
-    return f"%({pushpin_channel(channel)})s"
 
 
 def parse_grip_last(values: Iterable[str]) -> dict[str, str]:
@@ -234,7 +204,7 @@ def http_stream_item(
     *,
     item_id: str | None = None,
     prev_id: str | None = None,
-    build_id: bool = False,
+    content_filters: Sequence[str] = (),
     skip_users: str | None = None,
 ) -> dict[str, object]:
     """One item of Pushpin's publish API for the http-stream transport.
@@ -242,11 +212,11 @@ def http_stream_item(
     ``skip_users``: comma-separated :func:`user_meta` values whose streams skip the item.
     """
     stream: dict[str, object] = {"content": content}
-    if build_id:
+    if content_filters:
         # Pushpin ends a stream whose subscription's content filters differ from a
         # publish's list; skip-users is not a content filter: the subscription's runs on
         # every publish, reading the publish's skip_users meta.
-        stream["content-filters"] = ["build-id"]
+        stream["content-filters"] = list(content_filters)
     item: dict[str, object] = {
         "channel": pushpin_channel(channel),
         "formats": {"http-stream": stream},

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from . import sse
+from .buildid import escaped_size
 from .cursor import format_cursor, parse_cursor
 
 INVALID_CURSOR = "invalid-cursor"
@@ -92,7 +93,7 @@ class Replay:
     def render(self, escape: Callable[[str], str] = str) -> str:
         """The page as text/event-stream. ``escape`` is applied to every text field:
         Pushpin runs its build-id filter over some response bodies, where "%" must be
-        escaped (see grip.escape_for_filter). The page fits ``max_bytes`` either way.
+        escaped (see buildid.escape). The page fits ``max_bytes`` either way.
         """
         body = "".join(
             sse.encode_event(escape(data), event=escape(event_type), id=id)
@@ -181,15 +182,6 @@ def plan(request: ReplayRequest, source: EventSource) -> Replay:
     if replay.complete and request.id_only_tail:
         replay.tail = sse.encode_id_only(replay.cursor)
     return replay
-
-
-def escaped_size(data: str, event_type: str, id: str | None) -> int:
-    """Bytes of an event block in the larger of its two forms, escaped or not.
-
-    Every "%" doubles when escaped; so this is what the page will cost either way.
-    """
-    block = sse.encode_event(data, event=event_type, id=id)
-    return len(block.encode("utf-8")) + block.count("%")
 
 
 def _read(source: EventSource, channel: str, after: int, until: int) -> Iterator[StoredEvent]:

@@ -19,7 +19,7 @@ The rules, each in one place here:
   as pages without a hold, each with a one-time page link (``nonce``) that continues it.
 * **Build-id filtering.** Pushpin runs its ``build-id`` filter over a response body that
   holds with a ``build-id`` channel (a subscribe's), and over a next-link response's body
-  according to :func:`grip.link_body_filtered` (1.36: the old hold's filters; 1.41: the
+  according to :func:`buildid.body_filtered` (1.36: the old hold's filters; 1.41: the
   response's own). A filtered body has every ``%`` escaped.
 * **Links.** Every hold has a next link (the link token's :class:`LinkState`); the first
   response of a presence stream behind a proxy with gone notices also has its gone link.
@@ -32,8 +32,7 @@ import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from . import grip, replay, sse
-from .cursor import id_format
+from . import buildid, grip, replay, sse
 
 
 @dataclass(frozen=True)
@@ -137,10 +136,10 @@ def answer(
         cursor = link.resume
         # Pushpin's own record of what it delivered, on next links that are not pages.
         grip_last = grip.parse_grip_last([request.grip_last]) if cursor is None else None
-        filtered_if_complete = grip.link_body_filtered(
+        filtered_if_complete = buildid.body_filtered(
             request.features, old_hold_filtered=link.filtered, new_hold_filtered=True
         )
-        filtered_if_paged = grip.link_body_filtered(
+        filtered_if_paged = buildid.body_filtered(
             request.features, old_hold_filtered=link.filtered, new_hold_filtered=False
         )
     result = replay.plan(
@@ -157,7 +156,7 @@ def answer(
         events,
     )
     filtered = filtered_if_complete if result.complete else filtered_if_paged
-    body = retry + result.render(grip.escape_for_filter if filtered else str)
+    body = retry + result.render(buildid.escape if filtered else str)
     if not result.complete:
         # More missed events than one response may carry: no hold yet; Pushpin sends this
         # page and fetches the next link at once, which continues from this cursor.
@@ -167,8 +166,7 @@ def answer(
         headers = _with_gone({"Grip-Link": grip.link_header(link_url(page))}, gone)
         return Answer(body, headers, holds=False, filtered=filtered)
     subscriptions += [grip.Subscription(c, str(result.positions[c])) for c in reliable]
-    variables = {c: grip.id_format_var(c) for c in reliable}
-    return Answer(body, hold(id_format(epoch, reliable, variables)), True, filtered)
+    return Answer(body, hold(buildid.id_format(epoch, reliable)), True, filtered)
 
 
 def forbidden(user_pk: str | None, denied: Sequence[str], *, filtered: bool) -> Answer:
@@ -186,7 +184,7 @@ def forbidden(user_pk: str | None, denied: Sequence[str], *, filtered: bool) -> 
         }
     )
     if filtered:
-        data = grip.escape_for_filter(data)
+        data = buildid.escape(data)
     return Answer(sse.encode_event(data, event="stream-error"), {}, holds=False)
 
 

@@ -37,7 +37,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from . import grip
+from . import buildid, grip
 from .pushpin import PushpinConfig, PushpinProcess, free_ports
 from .sseclient import EventStream
 
@@ -73,7 +73,7 @@ def _decode(item: dict[str, Any]) -> SentEvent | None:
     stream = item["formats"]["http-stream"]
     if "content" not in stream:
         return None
-    filtered = "build-id" in stream.get("content-filters", ())
+    filtered = buildid.FILTER in stream.get("content-filters", ())
     event_type, data = "message", []
     for line in stream["content"].split("\n"):
         field, _, value = line.partition(": ")
@@ -83,7 +83,7 @@ def _decode(item: dict[str, Any]) -> SentEvent | None:
             data.append(value)
     text = "\n".join(data)
     if filtered:
-        text, event_type = text.replace("%%", "%"), event_type.replace("%%", "%")
+        text, event_type = buildid.unescape(text), buildid.unescape(event_type)
     channel = grip.channel_from_pushpin(item["channel"]) or item["channel"]
     skip = item.get("meta", {}).get("skip_users", "")
     return SentEvent(

@@ -8,15 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from grip_eventstream import cursor, grip
-from grip_eventstream.cursor import (
-    Cursor,
-    channel_key,
-    format_cursor,
-    id_format,
-    live_id,
-    parse_cursor,
-)
+from grip_eventstream import cursor
+from grip_eventstream.cursor import Cursor, channel_key, format_cursor, parse_cursor
 
 # CORS-safelisted without a preflight, and no ':' (see SSE-CHECKLIST item 11).
 CURSOR_CHARS = re.compile(r"[a-z0-9.-]+")
@@ -132,30 +125,6 @@ def test_parse_cursor_length_bound_is_inclusive():
     assert parse_cursor(text + "1") is None
 
 
-def substitute(template: str, last_ids: dict[str, int]) -> str:
-    """What Pushpin's build-id filter does with the subscription's id_format."""
-
-    def replace(match: re.Match[str]) -> str:
-        return str(last_ids[match.group(1)])
-
-    return re.sub(r"%\(([^)]*)\)s", replace, template)
-
-
-@given(epochs, positions_st)
-def test_id_format_renders_format_cursor(epoch, positions):
-    channels = sorted(positions)
-    template = id_format(epoch, channels, {c: grip.id_format_var(c) for c in channels})
-    pushpin_last_ids = {grip.pushpin_channel(c): p for c, p in positions.items()}
-    rendered = substitute(template, pushpin_last_ids)
-    assert rendered == format_cursor(epoch, positions, channels)
-    assert CURSOR_CHARS.fullmatch(rendered)
-
-
-def test_id_format_example():
-    template = id_format(EPOCH, ["test", "room 1"], {"test": "%(test)s", "room 1": "%(~x)s"})
-    assert template == f"{EPOCH}.{channel_key('test')}-%(test)s.{channel_key('room 1')}-%(~x)s"
-
-
 @given(epochs, positions_st)
 def test_every_cursor_character_is_cors_safe(epoch, positions):
     text = format_cursor(epoch, positions, sorted(positions))
@@ -172,24 +141,6 @@ def test_a_repeated_channel_takes_its_later_position():
     assert parse_cursor(EPOCH + ".aaaaaa-1.bbbbbb-7.aaaaaa-2") == Cursor(
         EPOCH, {"aaaaaa": 2, "bbbbbb": 7}
     )
-
-
-@pytest.mark.parametrize("behind", [False, True], ids=["pushpin-1.36", "pushpin-1.41"])
-@given(epochs, positions_st, st.data())
-def test_live_id_names_the_event_on_both_pushpin_versions(behind, epoch, positions, data):
-    """1.36 renders the id format after updating the event's channel, 1.41 before."""
-    channel = data.draw(channel_names)
-    seq = max(positions.get(channel, 1), 1)  # live events start at 1
-    positions = {**positions, channel: seq}
-    channels = sorted(positions)
-    template = id_format(epoch, channels, {c: grip.id_format_var(c) for c in channels})
-    last_ids = {grip.pushpin_channel(c): p for c, p in positions.items()}
-    if behind:
-        last_ids[grip.pushpin_channel(channel)] = seq - 1
-    rendered = live_id(channel, seq).replace("%I", substitute(template, last_ids))
-    expected = parse_cursor(format_cursor(epoch, positions, channels))
-    assert parse_cursor(rendered) == expected
-    assert CURSOR_CHARS.fullmatch(rendered)
 
 
 @given(st.integers(0, 2**35 - 1))

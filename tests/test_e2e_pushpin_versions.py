@@ -37,7 +37,8 @@ from urllib.parse import urlsplit
 import pytest
 import requests
 
-from grip_eventstream.grip import link_body_filtered, parse_grip_last, proxy_features
+from grip_eventstream.buildid import body_filtered
+from grip_eventstream.grip import parse_grip_last, proxy_features
 from grip_eventstream.pushpin import (
     SERVICES_1_36,
     SERVICES_1_40,
@@ -449,11 +450,11 @@ def test_next_link_bodies_are_filtered_by_the_old_hold_on_1_36_and_their_own_on_
         assert bodies[1:] == [":p1 %%", ":h2 %", ":h3 %%"]
     else:
         assert bodies[1:] == [":p1 %", ":h2 %%", ":h3 %"]
-    # grip.link_body_filtered predicts each from the Grip-Feature of the link requests.
+    # buildid.body_filtered predicts each from the Grip-Feature of the link requests.
     requests_seen = {s.path.rsplit("/", 1)[1]: s for s in origin.seen(base)}
     for name, old, new in (("p1", True, False), ("h2", False, True), ("h3", True, False)):
         features = proxy_features(requests_seen[name].header("Grip-Feature"))
-        filtered = link_body_filtered(features, old_hold_filtered=old, new_hold_filtered=new)
+        filtered = body_filtered(features, old_hold_filtered=old, new_hold_filtered=new)
         assert (f":{name} %" in bodies) == filtered, (name, bodies)
     measured(f"(b) bodies h0 (filtered hold), p1 (page), h2 (filtered hold), h3: {bodies}")
 

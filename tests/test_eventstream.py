@@ -67,7 +67,7 @@ def test_reliable_event_is_stored_then_published_with_ids(published):
     assert (first["id"], first["prev-id"]) == ("1", "0")
     assert (second["id"], second["prev-id"]) == ("2", "1")
     # "%I" becomes each subscriber's cursor in Pushpin, followed by the event's own
-    # position (cursor.live_id); every other % is escaped.
+    # position (buildid.live_id); every other % is escaped.
     key = channel_key("room 1")
     assert stream(first) == {
         "content": f'event: update\nid: %I.{key}-1\ndata: {{"pct": "100%%"}}\n\n',

@@ -11,7 +11,6 @@ from hypothesis import strategies as st
 
 from grip_eventstream import grip
 from grip_eventstream.exceptions import InvalidChannel
-from tests.pushpin_model import pushpin_build_id
 
 # What Pushpin may see of a channel name: header-parameter safe, ASCII, no '%', ')' or '\'.
 PUSHPIN_SAFE = re.compile(r"[A-Za-z0-9_.:@/+!~-]+")
@@ -219,11 +218,6 @@ def test_link_header():
     assert grip.link_header("/a/?x=1", 30) == "</a/?x=1>; rel=next; timeout=30"
 
 
-def test_id_format_var():
-    assert grip.id_format_var("test") == "%(test)s"
-    assert grip.id_format_var("room 1") == f"%({encoded('room 1')})s"
-
-
 # --- parse_grip_last --------------------------------------------------------------------
 
 
@@ -273,7 +267,9 @@ def test_http_stream_item_minimal():
 
 
 def test_http_stream_item_with_ids_and_build_id():
-    item = grip.http_stream_item("test", "c", item_id="1", prev_id="0", build_id=True)
+    item = grip.http_stream_item(
+        "test", "c", item_id="1", prev_id="0", content_filters=["build-id"]
+    )
     assert item == {
         "channel": "test",
         "formats": {"http-stream": {"content": "c", "content-filters": ["build-id"]}},
@@ -317,23 +313,7 @@ def test_user_channels_never_collide_with_control_channels(name, pk):
     assert grip.pushpin_channel(name) != grip.user_control_channel(pk)
 
 
-# --- escape_for_filter, link_path -------------------------------------------------------
-
-
-def test_escape_for_filter():
-    assert grip.escape_for_filter("100% %I %%") == "100%% %%I %%%%"
-    assert grip.escape_for_filter("") == ""
-
-
-@given(st.text(), st.text())
-def test_escaped_text_survives_pushpin_build_id(before, after):
-    content = grip.escape_for_filter(before) + "%I" + grip.escape_for_filter(after)
-    assert pushpin_build_id(content, "ID") == before + "ID" + after
-
-
-@given(st.text())
-def test_escaped_text_never_fails_the_filter(text):
-    assert pushpin_build_id(grip.escape_for_filter(text), "ID") == text
+# --- link_path -------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -377,7 +357,9 @@ def test_user_meta_is_plain_and_distinct(pk):
 
 
 def test_http_stream_item_skip_users():
-    item = grip.http_stream_item("a", "data: x\n\n", build_id=True, skip_users="ab,cd")
+    item = grip.http_stream_item(
+        "a", "data: x\n\n", content_filters=["build-id"], skip_users="ab,cd"
+    )
     assert item["meta"] == {"skip_users": "ab,cd"}
     assert item["formats"] == {
         "http-stream": {"content": "data: x\n\n", "content-filters": ["build-id"]}

@@ -22,7 +22,9 @@ from grip_eventstream.proxies import CONTROL_CLAIM, parse_proxies
 from grip_eventstream.publisher import MAX_PUBLISH_BODY, BackgroundPublisher, Publisher
 
 KEY = "grip-eventstream-test-key-0123456789abcdef"
-ITEM = grip.http_stream_item("test", "data: 1\n\n", item_id="1", prev_id="0", build_id=True)
+ITEM = grip.http_stream_item(
+    "test", "data: 1\n\n", item_id="1", prev_id="0", content_filters=["build-id"]
+)
 
 
 @dataclass

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from grip_eventstream import grip, replay
+from grip_eventstream import buildid, replay
 from grip_eventstream.cursor import format_cursor, parse_cursor
 from grip_eventstream.replay import ReplayRequest, StoredEvent, plan, resolve_positions
 from grip_eventstream.sseclient import SSEParser
@@ -58,7 +58,7 @@ def request(memory: Memory, channels: list[str], **kwargs: object) -> ReplayRequ
 
 
 def received(replay_: replay.Replay, escape: bool = False) -> list:
-    body = replay_.render(grip.escape_for_filter if escape else str)
+    body = replay_.render(buildid.escape if escape else str)
     if escape:
         body = pushpin_build_id(body, "unused")
     return SSEParser().feed(body.encode())
@@ -217,7 +217,7 @@ def test_budget_counts_escaped_percent():
     start = format_cursor(EPOCH, {"a": 0}, ["a"])
     result = plan(request(memory, ["a"], cursor=start, max_bytes=2000), memory)
     assert result.events == 1  # 1200+ bytes each once escaped
-    assert len(result.render(grip.escape_for_filter).encode()) <= 2000
+    assert len(result.render(buildid.escape).encode()) <= 2000
 
 
 def test_id_only_tail_on_complete_pages_only():
@@ -279,7 +279,7 @@ def test_pages_deliver_every_missed_event_once_in_order(
             memory,
         )
         events = received(result, escape=escape)
-        size = len(result.render(grip.escape_for_filter if escape else str).encode())
+        size = len(result.render(buildid.escape if escape else str).encode())
         assert result.events <= max_events
         assert size <= max_bytes or result.events == 1
         for event in events:

@@ -330,7 +330,7 @@ def test_event_stream_waits_for_events_and_times_out(stack):
         replayed = again.next(timeout=10)  # resumed after the first
     assert (replayed.type, replayed.data) == (second.type, second.data)
     # A replayed id names the same positions as the live one, written without the live
-    # event's own trailing part (cursor.live_id).
+    # event's own trailing part (buildid.live_id).
     assert parse_cursor(replayed.last_event_id) == parse_cursor(second.last_event_id)
 
 
