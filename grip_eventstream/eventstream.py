@@ -20,6 +20,7 @@ from .registry import (
     get_channel_manager,
     get_publisher,
     get_storage,
+    stored_channels,
 )
 from .replay import StoredEvent
 
@@ -104,11 +105,8 @@ def send_events(
     skip = _skip_users_meta(skip_user_ids)
     storage = get_storage()
     manager = get_channel_manager()
-
-    def reliable(channel: str) -> bool:
-        return storage is not None and manager.is_channel_reliable(channel)
-
-    to_store = [(c, t, text) for c, t, text in checked if reliable(c)]
+    reliable = set(stored_channels({c for c, _, _ in checked}))
+    to_store = [(c, t, text) for c, t, text in checked if c in reliable]
     stored: Iterator[StoredEvent] = iter(())
     if storage is not None and to_store:
         ttls = {c: manager.get_channel_ttl(c) for c, _, _ in to_store}
@@ -116,7 +114,7 @@ def send_events(
 
     items = []
     for channel, event_type, text in checked:
-        if reliable(channel):
+        if channel in reliable:
             event = next(stored)
             item = buildid.publish_item(channel, event.seq, text, event_type, skip)
         else:
@@ -154,9 +152,8 @@ def get_current_event_id(channels: Iterable[str]) -> str:
     of the channels is stored (no storage, or unreliable channels).
     """
     storage = get_storage()
-    manager = get_channel_manager()
     names = sorted({grip.validate_channel(c) for c in channels})
-    reliable = [c for c in names if storage is not None and manager.is_channel_reliable(c)]
+    reliable = stored_channels(names)
     if storage is None or not reliable:
         return ""
     epoch, current = storage.get_state(reliable)

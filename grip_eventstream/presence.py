@@ -53,7 +53,7 @@ from django.utils import timezone
 from . import grip
 from .eventstream import send_events
 from .models import PresenceChannel, PresenceMember, PresenceStream
-from .registry import get_channel_manager, get_storage
+from .registry import get_channel_manager, stored_channels
 from .signals import presence_joined, presence_left
 
 __all__ = [
@@ -422,7 +422,6 @@ def _dispatch(changes: Sequence[_Change], using: str) -> None:
     if not changes:
         return
     manager = get_channel_manager()
-    storage = get_storage()
     stored: list[tuple[str, str, Any]] = []
     live: list[tuple[str, str, Any]] = []
     for change in changes:
@@ -433,7 +432,7 @@ def _dispatch(changes: Sequence[_Change], using: str) -> None:
                 "users": change.users,
                 "streams": change.streams,
             }
-            is_stored = storage is not None and manager.is_channel_reliable(change.channel)
+            is_stored = bool(stored_channels([change.channel]))
             (stored if is_stored else live).append((change.channel, EVENT_TYPE, data))
     if stored:
         # Asynchronous: a proxy that cannot be reached must not fail a subscribe or a gone

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from django.core.exceptions import ImproperlyConfigured
@@ -61,6 +62,19 @@ def get_storage() -> EventStorage | None:
     if not path:
         return None
     return _instantiate(path, "EVENTSTREAM_STORAGE_CLASS")  # type: ignore[no-any-return]
+
+
+def stored_channels(channels: Iterable[str]) -> list[str]:
+    """The channels among ``channels`` whose events are stored (reliable), in their order.
+
+    The one rule: storage is configured and the channel manager's ``is_channel_reliable``
+    says so. Everything that stores, replays or publishes with ids asks here.
+    """
+    storage = get_storage()
+    if storage is None:
+        return []
+    manager = get_channel_manager()
+    return [c for c in channels if manager.is_channel_reliable(c)]
 
 
 def _instantiate(path: str, setting: str) -> Any:

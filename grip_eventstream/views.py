@@ -20,7 +20,7 @@ from .conf import conf
 from .cors import cors_headers, preflight_headers
 from .exceptions import InvalidChannel
 from .proxies import InvalidSignature
-from .registry import get_channel_manager, get_storage, get_verifier
+from .registry import get_channel_manager, get_storage, get_verifier, stored_channels
 
 logger = logging.getLogger("grip_eventstream")
 
@@ -336,9 +336,8 @@ def _stream(
     link: tuple[str, stream.LinkState] | None,
 ) -> stream.Answer:
     """Read what the answer depends on from the request and the storage; stream.py decides."""
-    manager = get_channel_manager()
     storage = get_storage()
-    reliable = [c for c in channels if storage is not None and manager.is_channel_reliable(c)]
+    reliable = stored_channels(channels)
     user_pk = None if user is None else str(user.pk)
     meta = request.META
     features = grip.proxy_features(meta.get("HTTP_GRIP_FEATURE"))

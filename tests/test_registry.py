@@ -97,3 +97,12 @@ def test_clear_caches_ignores_other_settings():
     publisher = registry.get_publisher()
     registry.clear_caches(setting="DEBUG", value=True, enter=True)
     assert registry.get_publisher() is publisher
+
+
+def test_stored_channels_is_the_one_reliable_channel_rule(settings):
+    from grip_eventstream.registry import stored_channels
+
+    # tests.channelmanagers: volatile-* are not reliable.
+    assert stored_channels(["b", "volatile-x", "a"]) == ["b", "a"]
+    settings.EVENTSTREAM_STORAGE_CLASS = None
+    assert stored_channels(["b", "a"]) == []
