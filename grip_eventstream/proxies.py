@@ -32,7 +32,14 @@ _PUBLIC_KEY_ALGORITHMS = ["ES256", "RS256"]
 
 
 class ProxyConfigError(ValueError):
-    """GRIP_URL / GRIP_PROXIES cannot be understood (reported by system check E002)."""
+    """GRIP_URL / GRIP_PROXIES cannot be understood (reported by system check E002).
+
+    ``problems`` lists each (message, hint); the message of the exception joins them.
+    """
+
+    def __init__(self, problems: Sequence[tuple[str, str]]) -> None:
+        super().__init__(" ".join(message for message, _ in problems))
+        self.problems = list(problems)
 
 
 class InvalidSignature(Exception):
@@ -76,37 +83,79 @@ class ProxyConfig:
         return self.verify_iss if self.verify_iss is not None else DEFAULT_SIG_ISSUER
 
 
-def parse_proxies(
-    grip_url: str | None, grip_proxies: Sequence[Mapping[str, Any]] | None
-) -> list[ProxyConfig]:
+def parse_proxies(grip_url: object, grip_proxies: object) -> list[ProxyConfig]:
     """Turn GRIP_URL / GRIP_PROXIES into proxy configs (GRIP_PROXIES wins when both are set).
 
-    Raises ProxyConfigError for entries without a ``control_uri``.
+    The one validation of both settings: raises ProxyConfigError listing every problem
+    (system check E002 reports them; at run time they are an ImproperlyConfigured).
     """
-    entries: list[Mapping[str, Any]]
+    entries: list[Any]
     if grip_proxies:
+        if not isinstance(grip_proxies, Sequence) or isinstance(grip_proxies, str):
+            raise ProxyConfigError([_bad_proxies(grip_proxies)])
         entries = list(grip_proxies)
+        if not all(isinstance(e, Mapping) and e.get("control_uri") is not None for e in entries):
+            raise ProxyConfigError([_bad_proxies(grip_proxies)])
     elif grip_url:
-        entries = [parse_grip_uri(grip_url)]
+        if not isinstance(grip_url, str):
+            raise ProxyConfigError([_not_a_url(grip_url)])
+        entries = [parse_grip_uri(grip_url)] if _url_problem(grip_url) is None else [grip_url]
     else:
         return []
+    problems = []
     proxies = []
     for entry in entries:
-        if not isinstance(entry, Mapping) or not entry.get("control_uri"):
-            raise ProxyConfigError(
-                f"every GRIP_PROXIES entry needs a 'control_uri', e.g. "
-                f"{{'control_uri': 'http://localhost:5561'}}; got {entry!r}"
-            )
+        uri = entry if isinstance(entry, str) else entry["control_uri"]
+        problem = _url_problem(uri)
+        if problem is not None:
+            problems.append(problem)
+            continue
         proxies.append(
             ProxyConfig(
-                control_uri=str(entry["control_uri"]).rstrip("/"),
+                control_uri=str(uri).rstrip("/"),
                 control_iss=entry.get("control_iss"),
                 key=entry.get("key"),
                 verify_iss=entry.get("verify_iss"),
                 verify_key=entry.get("verify_key"),
             )
         )
+    if problems:
+        raise ProxyConfigError(problems)
     return proxies
+
+
+def _url_problem(uri: object) -> tuple[str, str] | None:
+    if uri == "":
+        return (
+            "A GRIP_PROXIES entry has an empty 'control_uri': every entry needs the control "
+            "URI of its proxy.",
+            "Give the control port's URL, e.g. http://localhost:5561.",
+        )
+    parsed = urlsplit(uri) if isinstance(uri, str) else None
+    if parsed is None or parsed.scheme not in ("http", "https") or not parsed.netloc:
+        return _not_a_url(uri)
+    if parsed.path.rstrip("/").endswith("/publish"):
+        return (
+            f"GRIP proxy control URI {uri!r} ends with /publish/: publishes would go to "
+            ".../publish/publish/.",
+            "Give the control port's base URL, e.g. http://localhost:5561; /publish/ is "
+            "added to it.",
+        )
+    return None
+
+
+def _not_a_url(uri: object) -> tuple[str, str]:
+    return (
+        f"GRIP proxy control URI {uri!r} is not an http(s) URL.",
+        "Give the control port's URL, e.g. http://localhost:5561.",
+    )
+
+
+def _bad_proxies(value: object) -> tuple[str, str]:
+    return (
+        f"GRIP_PROXIES must be a list of dicts with a 'control_uri'; got {value!r}.",
+        "GRIP_PROXIES = [{'control_uri': 'http://localhost:5561'}]",
+    )
 
 
 def is_public_key(key: str | bytes) -> bool:
