@@ -8,7 +8,9 @@ from settings (publisher clients, the channel manager, the storage) are cached i
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+import threading
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, Literal, TypeVar
 
 from django.conf import settings
@@ -58,7 +60,19 @@ _UNSET = object()
 _T = TypeVar("_T")
 
 
+class _Recorders(threading.local):
+    # The names read while registry builds an object from settings (registry.from_settings),
+    # per thread: a gunicorn worker may build in several threads at once.
+    def __init__(self) -> None:
+        self.stack: list[set[str]] = []
+
+
+_recorders = _Recorders()
+
+
 def _get(name: str, default: _T) -> Any | _T:
+    if _recorders.stack:
+        _recorders.stack[-1].add(name)
     holder = settings._wrapped  # type: ignore[misc]  # LazySettings: the settings object
     if holder is not _values_of[0]:
         _values.clear()
@@ -166,13 +180,28 @@ class Settings:
 
 conf = Settings()
 
-# Settings whose change must drop the cached objects built from them.
-CACHED_SETTINGS = frozenset(
-    {
-        "GRIP_URL",
-        "GRIP_PROXIES",
-        "EVENTSTREAM_PUBLISH_TIMEOUT",
-        "EVENTSTREAM_STORAGE_CLASS",
-        "EVENTSTREAM_CHANNELMANAGER_CLASS",
-    }
-)
+
+def read(name: str) -> Any:
+    """The current value of a setting (``_UNSET`` when it is not set), read afresh.
+
+    Not through ``_get``, whose memory holds values with the caller's default in place of
+    an unset setting.
+    """
+    return getattr(settings, name, _UNSET)
+
+
+@contextlib.contextmanager
+def recording() -> Iterator[set[str]]:
+    """Collects the names of the settings read inside the block."""
+    names: set[str] = set()
+    _recorders.stack.append(names)
+    try:
+        yield names
+    finally:
+        _recorders.stack.pop()
+
+
+def record(names: Iterable[str]) -> None:
+    """Count ``names`` as read by the builder recording now, if any (see recording)."""
+    if _recorders.stack:
+        _recorders.stack[-1].update(names)

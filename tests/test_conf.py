@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from grip_eventstream import conf as conf_module
-from grip_eventstream.conf import CACHED_SETTINGS, Settings, conf
+from grip_eventstream.conf import Settings, conf
 
 # setting: (default, an override)
 SETTINGS = {
@@ -57,17 +57,6 @@ def test_channel_limits():
     assert conf_module.PUSHPIN_CHANNELS_PER_CONNECTION == 20
     assert conf_module.MAX_CHANNELS_LIMIT == 18
     assert conf_module.RESERVED_CHANNELS == 2
-
-
-def test_cached_settings_are_settings_of_cached_objects():
-    assert set(SETTINGS) >= CACHED_SETTINGS
-    assert {
-        "GRIP_URL",
-        "GRIP_PROXIES",
-        "EVENTSTREAM_PUBLISH_TIMEOUT",
-        "EVENTSTREAM_STORAGE_CLASS",
-        "EVENTSTREAM_CHANNELMANAGER_CLASS",
-    } == CACHED_SETTINGS
 
 
 @pytest.mark.parametrize(

@@ -90,7 +90,7 @@ def test_bad_storage_path(settings):
 def test_clear_caches_without_a_cached_publisher():
     registry.get_publisher.cache_clear()
     registry.clear_caches(setting="GRIP_URL")
-    assert registry.get_publisher.cache_info().currsize == 0
+    assert not registry.get_publisher.cached()
 
 
 def test_clear_caches_ignores_other_settings():
@@ -106,3 +106,35 @@ def test_stored_channels_is_the_one_reliable_channel_rule(settings):
     assert stored_channels(["b", "volatile-x", "a"]) == ["b", "a"]
     settings.EVENTSTREAM_STORAGE_CLASS = None
     assert stored_channels(["b", "a"]) == []
+
+
+def test_each_cached_object_knows_the_settings_it_was_built_from(settings):
+    settings.GRIP_URL = "http://127.0.0.1:5561"
+    publisher = registry.get_publisher()
+    background = registry.get_background_publisher()
+    # Read by get_proxies, which get_publisher calls: recorded for both, and for the
+    # background publisher built on top of it.
+    for cached in (registry.get_proxies, registry.get_publisher, registry.get_background_publisher):
+        assert cached.depends_on("GRIP_URL")
+        assert cached.depends_on("GRIP_PROXIES")
+    assert registry.get_publisher.depends_on("EVENTSTREAM_PUBLISH_TIMEOUT")
+    assert not registry.get_publisher.depends_on("EVENTSTREAM_STORAGE_CLASS")
+    assert registry.get_storage.depends_on("EVENTSTREAM_STORAGE_CLASS") or not (
+        registry.get_storage.cached()
+    )
+    settings.EVENTSTREAM_KEEP_ALIVE = 5  # read by nothing cached
+    assert registry.get_publisher() is publisher
+    settings.EVENTSTREAM_PUBLISH_TIMEOUT = 1.5
+    assert registry.get_publisher() is not publisher
+    assert registry.get_background_publisher() is not background
+
+
+def test_a_deleted_setting_rebuilds_what_depends_on_it(settings):
+    """pytest-django's ``del settings.NAME`` sends no setting_changed signal."""
+    settings.GRIP_URL = "http://127.0.0.1:5561"
+    assert registry.get_proxies()[0].control_uri == "http://127.0.0.1:5561"
+    del settings.GRIP_URL
+    assert registry.get_proxies() == ()
+    storage = registry.get_storage()
+    del settings.EVENTSTREAM_KEEP_ALIVE  # another settings object, same values that matter
+    assert registry.get_storage() is storage
