@@ -1,8 +1,11 @@
 """pytest fixtures for projects that use grip_eventstream (a pytest plugin).
 
 Enable it in the project's ``conftest.py`` with ``pytest_plugins = ["grip_eventstream.testing"]``
-(it needs pytest and pytest-django), then::
+(it needs pytest and pytest-django: the ``testing`` extra), then::
 
+    import pytest
+
+    @pytest.mark.django_db(transaction=True)  # the event is stored, then recorded on commit
     def test_comment_is_announced(eventstream_outbox):
         post_comment("hello")
         (event,) = eventstream_outbox.on("comments")
@@ -10,17 +13,23 @@ Enable it in the project's ``conftest.py`` with ``pytest_plugins = ["grip_events
         assert event.json() == {"text": "hello"}
 
 ``eventstream_outbox`` records what ``send_event`` / ``send_events`` publish, as Django's
-``mail.outbox`` records mail: nothing reaches a proxy, events are still stored when storage
-is enabled, and an event sent in a transaction is recorded when it commits (use
-``django_capture_on_commit_callbacks`` or a transactional test for those).
+``mail.outbox`` records mail: nothing reaches a proxy (the test settings need no
+``GRIP_URL``), events are still stored when storage is enabled, and an event sent in a
+transaction is recorded when it commits (use ``django_capture_on_commit_callbacks`` or a
+transactional test for those).
 
 ``eventstream_pushpin`` runs a real Pushpin in front of pytest-django's ``live_server`` and
 points ``GRIP_URL`` at it for the test, so that streams work end to end::
 
+    from grip_eventstream import send_event
+
     def test_chat_stream(eventstream_pushpin):
+        # A stream URL of the project's, here one that takes ?channel=.
         with eventstream_pushpin.stream("/events/?channel=chat") as stream:
             send_event("chat", "message", {"text": "hi"})
             assert stream.next().json() == {"text": "hi"}
+
+The documentation's "Testing your project" page has the complete examples.
 """
 
 from __future__ import annotations
