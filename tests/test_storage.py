@@ -292,6 +292,15 @@ def test_the_storage_contract_reads_state_from_its_parts():
     assert Minimal().get_state(["x"]) == ("abcdefg", {"x": 7})
 
 
+def _migrate_to_latest() -> None:
+    """Back to the newest schema: the tests after these need every table."""
+    from django.db import connection
+    from django.db.migrations.executor import MigrationExecutor
+
+    executor = MigrationExecutor(connection)
+    executor.migrate(executor.loader.graph.leaf_nodes("grip_eventstream"))
+
+
 @pytest.mark.django_db(transaction=True)
 def test_migration_0002_keeps_the_epoch_of_existing_cursors():
     from django.db import connection
@@ -316,7 +325,7 @@ def test_migration_0002_keeps_the_epoch_of_existing_cursors():
         .objects.filter(channel="")
         .exists()
     )
-    MigrationExecutor(connection).migrate([("grip_eventstream", "0002_epoch_in_counters")])
+    _migrate_to_latest()
 
 
 @pytest.mark.django_db(transaction=True)
@@ -335,4 +344,131 @@ def test_migration_0002_on_tables_without_an_epoch():
     assert not ChannelCounter.objects.exists()
     executor = MigrationExecutor(connection)
     executor.migrate([("grip_eventstream", "0001_initial")])
-    MigrationExecutor(connection).migrate([("grip_eventstream", "0002_epoch_in_counters")])
+    _migrate_to_latest()
+
+
+# --- the statements of each operation, and the ORM fallback --------------------------------
+
+_CONTROL = ("BEGIN", "SAVEPOINT", "RELEASE", "COMMIT", "ROLLBACK")
+
+
+def _work(call) -> list[str]:
+    """The first keyword of each statement ``call`` runs, transaction control left out."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    with CaptureQueriesContext(connection) as captured:
+        call()
+    keywords = [query["sql"].split(None, 1)[0].upper() for query in captured.captured_queries]
+    return [keyword for keyword in keywords if keyword not in _CONTROL]
+
+
+def test_statements_per_operation(store):
+    ttls = {"a": 60, "b": 60}
+    assert _work(store.get_epoch) == ["SELECT", "INSERT"]  # first use: the epoch's upsert
+    # A reservation (the counter's upsert, creating a new channel's) and the INSERT. In a
+    # transaction (here the test's), so on PostgreSQL too.
+    assert _work(lambda: store.append_event("a", "m", "{}", 60)) == ["INSERT", "INSERT"]
+    assert _work(lambda: store.append_event("a", "m", "{}", 60)) == ["INSERT", "INSERT"]
+    # A reservation per channel, then one INSERT for the batch.
+    batch = [("a", "m", "1"), ("b", "m", "2"), ("a", "m", "3")]
+    assert _work(lambda: store.append_events(batch, ttls)) == ["INSERT", "INSERT", "INSERT"]
+    assert _work(lambda: store.get_state(["a", "b"])) == ["SELECT"]
+    assert _work(lambda: store.get_events("a", 0, 10)) == ["SELECT"]
+    assert _work(store.channels) == ["SELECT"]
+    Event.objects.filter(channel="a").update(created=timezone.now() - timedelta(hours=2))
+    assert _work(lambda: store.trim("a", 3600, limit=10)) == ["SELECT", "SELECT", "DELETE"]
+    Event.objects.filter(channel="b").update(created=timezone.now() - timedelta(hours=2))
+    assert _work(lambda: store.trim("b", 3600)) == ["SELECT", "DELETE"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_send_outside_a_transaction(store):
+    """One statement on PostgreSQL; a reservation and an INSERT elsewhere."""
+    from django.db import connection
+
+    one = ["WITH"] if connection.vendor == "postgresql" else ["INSERT", "INSERT"]
+    assert _work(lambda: store.append_event("a", "m", "{}", 60)) == one  # a new channel
+    assert _work(lambda: store.append_event("a", "m", "{}", 60)) == one
+    assert store.get_current_ids(["a"]) == {"a": 2}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_failed_send_outside_a_transaction_gives_its_number_back(store):
+    Event.objects.create(channel="a", seq=2, event_type="m", data="{}")  # a clash at seq 2
+    assert store.append_event("a", "m", "{}", 60).seq == 1
+    with pytest.raises(IntegrityError):
+        store.append_event("a", "m", "{}", 60)
+    assert store.get_current_ids(["a"]) == {"a": 1}
+
+
+def test_a_send_whose_trim_fails_stores_nothing(store, monkeypatch):
+    from django.db import OperationalError
+
+    monkeypatch.setattr(storage_module, "TRIM_EVERY", 2)
+    store.append_event("a", "m", "{}", 60)
+
+    def failing(*args, **kwargs):
+        raise OperationalError("server closed the connection unexpectedly")
+
+    monkeypatch.setattr(DjangoModelStorage, "trim", failing)
+    with pytest.raises(OperationalError):
+        store.append_event("a", "m", "{}", 60)  # seq 2 trims, inside its transaction
+    assert store.get_current_ids(["a"]) == {"a": 1}
+    assert Event.objects.filter(channel="a").count() == 1
+
+
+def test_a_batch_larger_than_one_insert_takes(store):
+    # SQLite's limit on parameters splits it into INSERTs of 199 rows, as bulk_create does.
+    events = [(f"c{n % 3}", "m", str(n)) for n in range(500)]
+    stored = store.append_events(events, {"c0": 60, "c1": 60, "c2": 60})
+    assert [e.data for e in stored] == [str(n) for n in range(500)]
+    assert [e.seq for e in stored if e.channel == "c1"] == list(range(1, 168))
+    orders = [e.order for e in stored]
+    assert orders == sorted(set(orders))  # distinct and increasing
+    assert list(Event.objects.order_by("pk").values_list("pk", "data")) == [
+        (e.order, e.data) for e in stored
+    ]
+
+
+@pytest.mark.parametrize("backend", ["sql", "orm"])
+def test_a_concurrent_first_epoch_is_kept(store, backend):
+    from django.db import connection
+
+    from grip_eventstream.cursor import epoch_to_int, new_epoch
+
+    epoch = store.get_epoch()
+    steps = storage_module._ORM if backend == "orm" else storage_module._backend(connection)
+    with connection.cursor() as cursor:
+        kept = steps.make_epoch(cursor, epoch_to_int(new_epoch()))
+    assert epoch_from_int(kept) == epoch == store.get_epoch()
+
+
+@pytest.fixture
+def orm_fallback(monkeypatch):
+    """Every step through the ORM, as on a database the statements are not written for."""
+    monkeypatch.setattr(storage_module, "_backend", lambda connection: storage_module._ORM)
+
+
+def test_the_orm_fallback_takes_the_same_steps(store, orm_fallback):
+    epoch = store.get_epoch()
+    assert epoch == store.get_epoch()
+    assert [store.append_event("a", "m", str(n), 60).seq for n in range(1, 4)] == [1, 2, 3]
+    stored = store.append_events([("b", "m", "1"), ("a", "m", "4")], {"a": 60, "b": 60})
+    assert [(e.channel, e.seq) for e in stored] == [("b", 1), ("a", 4)]
+    assert [(e.seq, e.data) for e in store.get_events("a", 1, 2)] == [(2, "2"), (3, "3")]
+    assert store.get_state(["a", "b", "c"]) == (epoch, {"a": 4, "b": 1, "c": 0})
+    assert sorted(store.channels()) == ["a", "b"]
+    old = timezone.now() - timedelta(hours=2)
+    Event.objects.filter(channel="a", seq__in=[1, 2, 4]).update(created=old)
+    assert store.trim("a", 3600, limit=10) == 2  # stops at seq 3, not expired
+    assert store.trim("a", 3600) == 2  # 3 and 4: everything up to the last expired
+    assert store.trim("b", 3600, limit=10) == 0
+
+
+def test_the_orm_fallback_numbers_a_new_channel_under_a_clash(store, orm_fallback):
+    Event.objects.create(channel="a", seq=2, event_type="m", data="{}")
+    assert store.append_event("a", "m", "{}", 60).seq == 1
+    with pytest.raises(IntegrityError):
+        store.append_events([("b", "m", "1"), ("a", "m", "2")], {"a": 60, "b": 60})
+    assert store.get_current_ids(["a", "b"]) == {"a": 1, "b": 0}
