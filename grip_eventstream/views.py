@@ -24,6 +24,9 @@ from .registry import get_channel_manager, get_storage, get_verifier, stored_cha
 
 logger = logging.getLogger("grip_eventstream")
 
+# The query parameter with which GripEventSource (eventsource.js) marks the request it makes
+# only to read the status after its EventSource gave up: not a stream to count (presence).
+CHECK_PARAMETER = "grip-check"
 # Seconds a next-link token outlives the link timeout (see link_max_age).
 LINK_MARGIN = 60
 # Pushpin's link timeout when the Grip-Link header gives none (EVENTSTREAM_LINK_TIMEOUT = 0).
@@ -406,6 +409,9 @@ def _presence(
         return stream_id, None
     manager = get_channel_manager()
     if not any(manager.is_presence_channel(c) for c in channels):
+        return None, None
+    if CHECK_PARAMETER in request.GET:
+        # GripEventSource asking for the status only: it aborts this request at once.
         return None, None
     from . import presence
 

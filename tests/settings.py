@@ -104,3 +104,5 @@ LOGGING = {
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "loggers": {"grip_eventstream": {"handlers": ["console"], "level": "WARNING"}},
 }
+if os.environ.get("GES_PRESENCE_TTL"):  # the presence end-to-end tests: ghosts expire fast
+    EVENTSTREAM_PRESENCE_TTL = int(os.environ["GES_PRESENCE_TTL"])

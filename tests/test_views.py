@@ -1430,3 +1430,14 @@ def test_a_stream_without_presence_channels_records_nothing(django_assert_num_qu
     assert grip.LINK_PROOF_CHANNEL not in response["Grip-Channel"]
     assert link_state(response).stream is None
     assert not PresenceStream.objects.exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_clients_status_check_is_not_a_presence_stream():
+    """GripEventSource marks the request it aborts once it knows the status."""
+    from grip_eventstream.models import PresenceStream
+
+    response = call("/stream/?channel=presence-a&grip-check=1", **{"Grip-Feature": FEATURES_1_41})
+    assert response["Grip-Hold"] == "stream"  # answered as any subscribe
+    assert not has_gone_link(response)
+    assert not PresenceStream.objects.exists()

@@ -35,6 +35,7 @@
   const CONNECTING = 0;
   const OPEN = 1;
   const CLOSED = 2;
+  const CHECK_PARAMETER = "grip-check";
 
   class GripEventSource extends EventTarget {
     constructor(url, options) {
@@ -136,8 +137,12 @@
     _check() {
       this.readyState = CONNECTING;
       const controller = new AbortController();
+      // Marked as a check, so that the server does not count it as one more open stream
+      // (presence): it is aborted as soon as its status is known.
+      const url = new URL(this._resumeUrl(), global.location.href);
+      url.searchParams.set(CHECK_PARAMETER, "1");
       global
-        .fetch(this._resumeUrl(), {
+        .fetch(url.toString(), {
           headers: { Accept: "text/event-stream" },
           credentials: this.withCredentials ? "include" : "same-origin",
           cache: "no-store",
