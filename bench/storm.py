@@ -3,6 +3,8 @@ reconnecting at once with its Last-Event-ID.
 
     .venv/bin/python bench/storm.py                     # 1,000 and 5,000 clients, SQLite
     .venv/bin/python bench/storm.py --clients 1000 --db postgres
+    .venv/bin/python bench/storm.py --clients 5000 5000 5000 --spread 0 --native \
+        --pushpin-extra proxy:max_open_requests=50     # no spread, as browsers, 3 runs
 
 Two gunicorn sync workers (gthread with one thread) serve bench/project. The channel holds
 HISTORY events; while Pushpin is down MISSED more are stored, so every reconnect replays
@@ -15,12 +17,20 @@ EVENTSTREAM_RECONNECT_SPREAD), else 3 s.
 Printed: seconds from Pushpin's restart until every client has its events, the statuses,
 and the worker CPU per reconnect in the storm against one reconnect alone (the same replay,
 measured in the same run).
+
+Options for the knobs (see bench/burst.py for where Pushpin's 502s come from): --workers,
+--threads and --backlog of gunicorn; --pushpin-extra SECTION:KEY=VALUE adds a line to
+Pushpin's configuration (e.g. proxy:max_open_requests=50); --native makes every client
+behave as a browser's EventSource after the restart: it stops for good on any answer but
+200 (without it, clients retry as GripEventSource does, and the answers are only counted).
+The Pushpin run is whichever `pushpin` is first on PATH (`pushpin --version`).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import sys
@@ -31,6 +41,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.procs import Gunicorn, Pushpin  # noqa: E402
 from bench.run import SIG_KEY, bench_database  # noqa: E402
 
 HISTORY = 300_000
@@ -46,12 +57,28 @@ def main() -> None:
     parser.add_argument(
         "--spread", type=int, default=10, help="EVENTSTREAM_RECONNECT_SPREAD of the app (s)"
     )
+    parser.add_argument("--workers", type=int, default=2, help="gunicorn workers")
+    parser.add_argument("--threads", type=int, default=1, help="gunicorn threads per worker")
+    parser.add_argument("--backlog", type=int, help="gunicorn --backlog (its default 2048)")
+    parser.add_argument(
+        "--pushpin-extra",
+        action="append",
+        default=[],
+        metavar="SECTION:KEY=VALUE",
+        help="a line added to Pushpin's configuration (repeatable)",
+    )
+    parser.add_argument(
+        "--native",
+        action="store_true",
+        help="after the restart, a client stops for good on any answer but 200 (EventSource)",
+    )
+    parser.add_argument("--json", action="store_true", help="also print each result as JSON")
     args = parser.parse_args()
     # The clients run on asyncio; this process's few database calls are made between them.
     os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
     with bench_database(args.db, "storm", keep=args.keep) as workdir:
-        for clients in args.clients:
-            storm(workdir / f"n{clients}", clients, args.db, args.spread)
+        for number, clients in enumerate(args.clients):
+            storm(workdir / f"n{clients}-{number}", clients, args.db, args.spread, args)
 
 
 def rss_kib(pids: list[int]) -> int:
@@ -79,9 +106,12 @@ class Client:
         self.last_id = last_id
         self.received: list[int] = []
         self.statuses: Counter[str] = Counter()
+        self.bodies: Counter[str] = Counter()
         self.connected = asyncio.Event()
         self.stop = False
         self.retry = 3.0  # seconds, until the server sends "retry:" (as in browsers)
+        self.native = False  # set: stop for good on an answer other than 200 (EventSource)
+        self.gave_up = False
 
     async def run(self) -> None:
         first = True
@@ -92,7 +122,10 @@ class Client:
             try:
                 await self._stream()
             except OSError:
+                # A network error, not an HTTP answer: EventSource reconnects.
                 self.statuses["refused"] += 1
+            if self.gave_up:
+                return
 
     async def _stream(self) -> None:
         reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
@@ -107,6 +140,12 @@ class Client:
             status = head.split(b" ", 2)[1].decode()
             self.statuses[status] += 1
             if status != "200":
+                with contextlib.suppress(asyncio.TimeoutError, OSError):
+                    body = await asyncio.wait_for(reader.read(300), 2)
+                    lines = body.decode(errors="replace").strip().splitlines()
+                    self.bodies[f"{status} {lines[0] if lines else ''}"] += 1
+                if self.native:
+                    self.gave_up = True
                 return
             self.connected.set()
             buffer = b""
@@ -139,9 +178,17 @@ class Client:
             self.received.append(json.loads(data)["n"])
 
 
-def storm(workdir: Path, clients: int, db: str, spread: int) -> None:
-    from tests.procs import Gunicorn, Pushpin
+def parse_extra(items: list[str]) -> dict[str, list[str]]:
+    extra: dict[str, list[str]] = {}
+    for item in items:
+        section, sep, line = item.partition(":")
+        if not sep or "=" not in line:
+            raise SystemExit(f"--pushpin-extra wants SECTION:KEY=VALUE, not {item!r}")
+        extra.setdefault(section, []).append(line)
+    return extra
 
+
+def storm(workdir: Path, clients: int, db: str, spread: int, args: argparse.Namespace) -> None:
     workdir.mkdir(parents=True)
     gunicorn = Gunicorn(
         "bench.project.wsgi:application",
@@ -153,10 +200,13 @@ def storm(workdir: Path, clients: int, db: str, spread: int) -> None:
             "GES_BENCH_PUBLISH_ERRORS": "log",
             "GES_BENCH_SPREAD": str(spread),
         },
-        workers=2,
-        threads=1,
+        workers=args.workers,
+        threads=args.threads,
+        backlog=args.backlog,
     )
-    pushpin = Pushpin(gunicorn.address, workdir, sig_key=SIG_KEY)
+    pushpin = Pushpin(
+        gunicorn.address, workdir, sig_key=SIG_KEY, extra=parse_extra(args.pushpin_extra)
+    )
     os.environ["GRIP_URL"] = gunicorn.env["GRIP_URL"] = (
         f"{pushpin.control_url}?iss=pushpin&key={SIG_KEY}"
     )
@@ -178,9 +228,9 @@ def storm(workdir: Path, clients: int, db: str, spread: int) -> None:
             [(CHANNEL, "message", json.dumps({"n": -1}))] * min(10_000, HISTORY - start),
             {CHANNEL: 86400},
         )
-    pushpin.start()
-    gunicorn.start(ready_path="/stream/?channel=ready")
     try:
+        pushpin.start()
+        gunicorn.start(ready_path="/stream/?channel=ready")
         port = pushpin.http_port
         workers = gunicorn.worker_pids()
         # One reconnect alone: the same replay of MISSED events, 50 times.
@@ -195,23 +245,48 @@ def storm(workdir: Path, clients: int, db: str, spread: int) -> None:
         for _ in range(50):
             timed_get(port, f"/stream/?channel={CHANNEL}", {"Last-Event-ID": alone_cursor})
         alone = (cpu_seconds(workers) - before) / 50
-        result = asyncio.run(run_storm(port, clients, pushpin, storage, workers))
+        result = asyncio.run(run_storm(port, clients, pushpin, storage, workers, args.native))
     finally:
         gunicorn.stop()
-        pushpin.stop()
-    seconds, statuses, ok, storm_cpu, memory = result
+        pushpin.cleanup()
+    seconds, statuses, ok, storm_cpu, memory, extra = result
+    setup = (
+        f"Pushpin {pushpin.version_text}, gunicorn {gunicorn.describe()}"
+        + (f", Pushpin extra {args.pushpin_extra}" if args.pushpin_extra else "")
+        + (", native EventSource clients" if args.native else "")
+    )
+    caught_up = f"{seconds:.1f} s" if extra["caught_up"] else f"not within {seconds:.0f} s"
     print(
         f"{db}, {clients} clients, {HISTORY:,} events stored, {MISSED} missed each, "
-        f"reconnect spread {spread} s: "
-        f"all caught up {seconds:.1f} s after Pushpin's restart; "
+        f"reconnect spread {spread} s ({setup}): "
+        f"all caught up {caught_up} after Pushpin's restart; "
         f"{ok}/{clients} clients got every event once and in order; "
         f"answers {dict(statuses)}; worker CPU per reconnect {storm_cpu * 1000:.1f} ms "
         f"in the storm vs {alone * 1000:.1f} ms alone ({storm_cpu / alone:.2f}x); "
-        f"worker memory with the streams open vs before {memory:.2f}x"
+        f"worker memory with the streams open vs before {memory:.2f}x; "
+        f"5xx answers {extra['fivexx']} ({extra['bodies']}); clients that gave up "
+        f"{extra['gave_up']}; clients missing events {extra['missing']}, with an event "
+        f"twice {extra['repeated']}",
+        flush=True,
     )
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "setup": setup,
+                    "clients": clients,
+                    "spread": spread,
+                    "seconds": seconds,
+                    "statuses": dict(statuses),
+                    "ok": ok,
+                    **extra,
+                }
+            ),
+            flush=True,
+        )
 
 
-async def run_storm(port, count, pushpin, storage, workers):  # type: ignore[no-untyped-def]
+async def run_storm(port, count, pushpin, storage, workers, native=False):  # type: ignore[no-untyped-def]
     from bench.run import cursor_behind
 
     first_cursor = cursor_behind(CHANNEL, 0)
@@ -225,6 +300,8 @@ async def run_storm(port, count, pushpin, storage, workers):  # type: ignore[no-
     rss_open = rss_kib(workers)
     for client in clients:
         client.statuses.clear()
+        client.bodies.clear()
+        client.native = native
     await asyncio.to_thread(pushpin.stop)
     for n in range(MISSED):  # while Pushpin is down: stored, never published
         storage.append_event(CHANNEL, "message", json.dumps({"n": 100 + n}), 86400)
@@ -233,8 +310,10 @@ async def run_storm(port, count, pushpin, storage, workers):  # type: ignore[no-
     started = time.monotonic()
     wanted = list(range(100, 100 + MISSED))
     deadline = started + 300
+    caught_up = False
     while time.monotonic() < deadline:
-        if all(c.received[-MISSED:] == wanted for c in clients):
+        if all(c.received[-MISSED:] == wanted for c in clients if not c.gave_up):
+            caught_up = True
             break
         await asyncio.sleep(0.05)
     seconds = time.monotonic() - started
@@ -245,10 +324,20 @@ async def run_storm(port, count, pushpin, storage, workers):  # type: ignore[no-
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
     statuses: Counter[str] = Counter()
+    bodies: Counter[str] = Counter()
     for client in clients:
         statuses.update(client.statuses)
+        bodies.update(client.bodies)
     ok = sum(1 for c in clients if [n for n in c.received if n >= 100] == wanted)
-    return seconds, statuses, ok, storm_cpu, rss_open / rss_before
+    extra = {
+        "caught_up": caught_up,
+        "fivexx": sum(n for status, n in statuses.items() if status.startswith("5")),
+        "bodies": dict(bodies),
+        "gave_up": sum(1 for c in clients if c.gave_up),
+        "missing": sum(1 for c in clients if not set(wanted) <= set(c.received)),
+        "repeated": sum(1 for c in clients if len(c.received) != len(set(c.received))),
+    }
+    return seconds, statuses, ok, storm_cpu, rss_open / rss_before, extra
 
 
 if __name__ == "__main__":

@@ -16,8 +16,15 @@ def hold(request):
     return response
 
 
+def refuse(request):
+    """What an app-side guard answering a client's excess streams before any database
+    access would cost (bench/burst.py --a-path /refuse/): no session, no query."""
+    return HttpResponse("Too many streams.\n", status=429, content_type="text/plain")
+
+
 urlpatterns = [
     path("hello/", hello),
     path("hold/", hold),
+    path("refuse/", refuse),
     path("stream/", include(grip_eventstream.urls)),
 ]
