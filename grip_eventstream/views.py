@@ -400,12 +400,10 @@ def _presence(
         if stream_id is not None:
             from . import presence
 
-            presence.refresh_streams(
-                stream_id,
-                conf.EVENTSTREAM_PRESENCE_TTL,
-                channels=link[1].channels,
-                user_pk=link[1].user_pk,
-            )
+            # Without the channels: a stream whose rows are gone is not recorded again. A
+            # next-link fetch can be under way when the gone notice removes the stream
+            # (both come from Pushpin as the client leaves), and must not bring it back.
+            presence.refresh_streams(stream_id, conf.EVENTSTREAM_PRESENCE_TTL)
         return stream_id, None
     manager = get_channel_manager()
     if not any(manager.is_presence_channel(c) for c in channels):

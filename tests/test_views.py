@@ -1441,3 +1441,15 @@ def test_the_clients_status_check_is_not_a_presence_stream():
     assert response["Grip-Hold"] == "stream"  # answered as any subscribe
     assert not has_gone_link(response)
     assert not PresenceStream.objects.exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_next_link_after_the_gone_notice_does_not_bring_the_stream_back():
+    """Pushpin may fetch a link while the client leaves: the notice can come first."""
+    from grip_eventstream import get_presence
+
+    response = call("/stream/?channel=presence-a", **{"Grip-Feature": FEATURES_1_41})
+    assert call(gone_url(response), "post").status_code == 200
+    again = call(link_of(response).url, **{"Grip-Last": "~~link; last-id=0"})
+    assert again.status_code == 200
+    assert get_presence("presence-a").members == []
