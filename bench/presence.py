@@ -1,8 +1,9 @@
 """What presence costs: subscribes, gone notices and a disconnect storm, side by side.
 
-    .venv/bin/python bench/presence.py              # SQLite and PostgreSQL (if it answers), ~5 min
+    .venv/bin/python bench/presence.py              # SQLite and PostgreSQL (if it answers), ~4 min
     .venv/bin/python bench/presence.py --quick      # fewer rounds and a smaller storm
     .venv/bin/python bench/presence.py --db sqlite  # one database
+    .venv/bin/python bench/presence.py --storm-only --storm 200 --keep   # part 3, logs kept
 
 Runs behind Pushpin 1.41 (the one that sends gone notices) when scripts/pushpin-1.41 has
 installed it (~/.cache/grip_eventstream/pushpin-sid/bin, put first on PATH for the children),
@@ -12,35 +13,44 @@ else behind the `pushpin` on PATH, without the storm. For each database, in a ch
    request to the response headers; each figure a rate ratio against the hello view of the
    same gunicorn, or against another contender), straight to gunicorn (signed Grip-Sig and
    Pushpin 1.41's Grip-Feature, as Pushpin sends them) and through Pushpin. Three gunicorns
-   serve bench/project: this tree ("now", with presence channels "presence-..."); this
-   tree with the subscribe's presence step taken out (bench/project/wsgi_without_presence.py);
-   and the package as it was before presence existed (the parent of the commit that added
-   grip_eventstream/presence.py, taken with `git archive`), on the same database. A presence
-   stream through Pushpin is closed after its headers like the others; Pushpin then posts
-   its gone notice, which is awaited (untimed) before the next request. Each presence
-   channel also holds one resident stream, so that a subscribe or a gone notice is the
-   common case (not the channel's first or last stream).
-   Plus the SQL statements of each request, captured in-process (Django's
-   CaptureQueriesContext through the test client and the same middleware).
+   serve bench/project: this tree ("now", with presence channels "presence-...",
+   bench/project/presence_settings.py); this tree with the subscribe's presence step taken
+   out (bench/project/wsgi_without_presence.py); and the package as it was before presence
+   existed (the parent of the commit that added grip_eventstream/presence.py, taken with
+   `git archive`), on the same database, behind the same Pushpin (below /without/ and
+   /before/, prefixes its routes remove). A presence stream through Pushpin is closed after
+   its headers like the others; Pushpin then posts its gone notice, which is awaited
+   (untimed) before the next request. Each presence channel also holds one resident
+   stream, so that a subscribe or a gone notice is the common case (not the channel's
+   first or last stream). Plus the SQL statements of each request, captured in-process
+   (Django's CaptureQueriesContext around the test client: the same middleware).
 2. A gone notice: a POST to a recorded stream's gone link, signed as Pushpin signs it,
    straight to gunicorn, against the hello view.
+   For both: microseconds per request and per presence step with the WSGI application
+   called in-process (no server, no proxy), and pyinstrument's call trees of a gone
+   notice and a presence subscribe (when pyinstrument is installed): where the time goes.
 3. A storm behind Pushpin 1.41: STORM streams on one presence channel, one logged-in user
    each (sessions made in advance), 2 gthread workers x 1 thread with an access log; once
-   every stream is counted, every client disconnects at once. Printed: the gone requests
-   gunicorn answered, by status (5xx counted), the seconds until get_presence_stats shows
-   0 streams, and the presence_left signals (logged by bench/project/presence.py from the
-   workers) missing or doubled per user.
+   every stream is counted, every client disconnects at once. Twice: behind Pushpin's
+   defaults, then with the settings docs/performance.md recommends against bursts
+   ([proxy] max_open_requests=50, [global] stats_connection_send=false). Printed: the gone requests
+   gunicorn answered, by status (5xx counted), each gone request's outcome in Pushpin's
+   log (Pushpin does not retry one that fails), the seconds until get_presence_stats shows
+   0 streams, and the presence_joined / presence_left signals (logged by
+   bench/project/presence.py from the workers): leaves missing or doubled per user, users
+   joined again.
 
 Contenders alternate within each round (the order reversed every other round); a figure is
 the median over the rounds of the per-round ratio of medians; the range over the rounds
 and the load average are printed to tell how noisy the machine was. Everything binds
-127.0.0.1; every process started is stopped by its pid.
+127.0.0.1; every process started is stopped by its pid (bench/procs.py).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import io
 import json
 import os
 import re
@@ -75,7 +85,17 @@ PRESENCE_SETTINGS = "bench.project.presence_settings"
 LIVE = "live"  # no presence
 PRESENCE_LIVE = "presence-live"  # subscribes
 PRESENCE_GONE = "presence-gone"  # gone notices
-STORM_CHANNEL = "presence-storm"
+STORM_CHANNEL = "presence-storm"  # and a suffix per Pushpin configuration
+# The storm runs behind Pushpin's defaults, then behind the settings docs/performance.md
+# recommends against bursts (docs/performance.md, "Bursts").
+STORM_CONFIGS: dict[str, dict[str, list[str]]] = {
+    "defaults": {},
+    "max_open_requests=50": {
+        "proxy": ["max_open_requests=50"],
+        "global": ["stats_connection_send=false"],  # needed beside it on 1.41
+    },
+}
+STORM_WAIT = 60  # seconds the storm waits for the count to reach 0
 RESIDENT = "resident"  # the resident stream's id on each presence channel
 VARIANTS = {"now": "", "without": "/without", "before": "/before"}
 
@@ -87,21 +107,29 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="3 rounds, 30 samples, 300 streams")
     parser.add_argument("--db", choices=["sqlite", "postgres"], help="one database only")
-    parser.add_argument("--rounds", type=int, help="rounds (default 7; --quick 3)")
-    parser.add_argument("--samples", type=int, help="requests per contender and round (60)")
+    parser.add_argument("--rounds", type=int, help="rounds (default 9; --quick 3)")
+    parser.add_argument("--samples", type=int, help="requests per contender and round (100)")
     parser.add_argument("--storm", type=int, help="streams in the storm (1000; 0: none)")
     parser.add_argument("--keep", action="store_true", help="keep the logs (path printed)")
+    parser.add_argument("--storm-only", action="store_true", help="part 3 only")
+    parser.add_argument("--storm-workers", type=int, default=2, help="gunicorn workers (2)")
+    parser.add_argument("--storm-threads", type=int, default=1, help="threads per worker (1)")
+    parser.add_argument(
+        "--storm-loglevel", default="2", help="Pushpin's --loglevel in the storm (e.g. 3)"
+    )
     parser.add_argument("--child", choices=["sqlite", "postgres"], help=argparse.SUPPRESS)
     parser.add_argument("--count-before", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    rounds = args.rounds or (3 if args.quick else 7)
-    samples = args.samples or (30 if args.quick else 60)
+    rounds = args.rounds or (3 if args.quick else 9)
+    samples = args.samples or (30 if args.quick else 100)
     storm = args.storm if args.storm is not None else (300 if args.quick else 1000)
     if args.count_before:
         print(json.dumps(count_before()))
         return
     if args.child:
-        child(args.child, rounds, samples, storm, args.keep)
+        os.environ["GES_BENCH_STORM_LOGLEVEL"] = args.storm_loglevel
+        os.environ["GES_BENCH_STORM_GUNICORN"] = f"{args.storm_workers}x{args.storm_threads}"
+        child(args.child, rounds, samples, storm, args.keep, args.storm_only)
         return
     started = time.monotonic()
     env = dict(os.environ)
@@ -122,6 +150,10 @@ def main() -> None:
         command = [sys.executable, __file__, "--child", db, "--rounds", str(rounds)]
         command += ["--samples", str(samples), "--storm", str(storm)]
         command += ["--keep"] if args.keep else []
+        command += ["--storm-only"] if args.storm_only else []
+        command += ["--storm-loglevel", args.storm_loglevel]
+        command += ["--storm-workers", str(args.storm_workers)]
+        command += ["--storm-threads", str(args.storm_threads)]
         # The child's progress goes to stderr as it runs; its figures, as JSON, to stdout.
         done = subprocess.run(command, stdout=subprocess.PIPE, text=True, env=env, check=False)
         if done.returncode:
@@ -163,6 +195,9 @@ def count_cell(found: dict[str, Any] | None) -> str:
 
 def report(results: list[tuple[str, dict[str, Any]]], rounds: int, samples: int) -> None:
     names = [db for db, _ in results]
+    if "ratios" not in results[0][1]:
+        report_storm(results)
+        return
     first = results[0][1]
     print(
         f"\nPushpin {first['pushpin']}; before presence = {first['before_commit'][:10]}; "
@@ -263,25 +298,40 @@ def report(results: list[tuple[str, dict[str, Any]]], rounds: int, samples: int)
             found = figures["counts"].get(key)
             if found:
                 print(f"  {key}: " + " | ".join(found["sql"]))
-    print("\n3. Storm: every stream on one presence channel disconnects at once\n")
-    print("| figure | " + " | ".join(names) + " |")
+    print(
+        "\nIn-process microseconds (WSGI application called directly, no server, no proxy; "
+        "median of 5 rounds): where the time goes\n"
+    )
+    print("| step | " + " | ".join(names) + " |")
     print("|---|" + "---|" * len(names))
-    storm_rows = [
-        ("streams counted before the disconnect", "counted"),
-        ("gone requests reaching gunicorn", "gone_requests"),
-        ("  of which 5xx", "gone_5xx"),
-        ("  statuses", "gone_statuses"),
-        ("seconds from the disconnect to get_presence_stats() = 0", "seconds_to_zero"),
-        ("presence_left missing (users without a leave)", "missing"),
-        ("presence_left doubled (users with 2 or more)", "doubled"),
-        ("presence_left expired=True", "expired"),
-        ("leave counts consistent (users after: each of 0..N-1 once)", "consistent"),
-        ("setup: non-200 answers to the subscribes (retried)", "setup_non200"),
-        ("gunicorn", "gunicorn"),
+    steps = [
+        ("hello view", "hello"),
+        ("subscribe, channel without presence", "subscribe"),
+        (
+            "  of which the presence step (views._presence, not a presence channel)",
+            "presence_step_without_presence",
+        ),
+        ("subscribe, presence channel", "presence_subscribe"),
+        ("  presence.record_streams alone", "record_streams"),
+        ("  presence.record_streams, synchronous_commit off", "record_streams_async_commit"),
+        ("gone notice", "gone"),
+        ("  presence.end_stream alone", "end_stream"),
+        ("  presence.end_stream, synchronous_commit off", "end_stream_async_commit"),
+        ("one presence CTE (remove, no row) through Django's cursor", "cte_django"),
+        ("  the same, psycopg with server-side binding (prepared)", "cte_prepared"),
+        ("SELECT 1 through Django's cursor", "select1"),
     ]
-    for label, key in storm_rows:
-        cells = [str(figures.get("storm", {}).get(key, "-")) for _, figures in results]
+    for label, key in steps:
+        cells = [
+            f"{figures['in_process'][key]:.1f}" if key in figures["in_process"] else "-"
+            for _, figures in results
+        ]
         print(f"| {label} | " + " | ".join(cells) + " |")
+    report_storm(results)
+    for db, figures in results:
+        for name, text in figures.get("profiles", {}).items():
+            print(f"\n{db}: pyinstrument, {name} (in-process, frames under 2% hidden):")
+            print(text.rstrip())
     print()
     for db, figures in results:
         print(
@@ -291,17 +341,52 @@ def report(results: list[tuple[str, dict[str, Any]]], rounds: int, samples: int)
         )
 
 
+def report_storm(results: list[tuple[str, dict[str, Any]]]) -> None:
+    columns = [
+        (f"{db}, Pushpin {label}", storm)
+        for db, figures in results
+        for label, storm in figures.get("storm", {}).items()
+    ]
+    print(
+        "\n3. Storm: every stream on one presence channel disconnects at once "
+        "(Pushpin's defaults; then [proxy] max_open_requests=50 with [global] "
+        "stats_connection_send=false, as docs/performance.md recommends)\n"
+    )
+    print("| figure | " + " | ".join(name for name, _ in columns) + " |")
+    print("|---|" + "---|" * len(columns))
+    storm_rows = [
+        ("streams counted before the disconnect", "counted"),
+        ("gone requests reaching gunicorn (access log)", "gone_requests"),
+        ("  of which 5xx", "gone_5xx"),
+        ("  statuses", "gone_statuses"),
+        ("gone requests by outcome in Pushpin's log (error: not retried)", "pushpin_gone"),
+        ("seconds from Pushpin's first gone request to its last", "pushpin_gone_over"),
+        ("seconds from the disconnect to get_presence_stats() = 0", "seconds_to_zero"),
+        ("what get_presence_stats() then says of its counts", "says"),
+        ("presence_left missing (users without a leave)", "missing"),
+        ("presence_left doubled (users with 2 or more)", "doubled"),
+        ("users joined again after their gone (a next link answered after it)", "rejoined"),
+        ("presence_left expired=True", "expired"),
+        ("leave counts consistent (users after: each of 0..N-1 once)", "consistent"),
+        ("setup: non-200 answers to the subscribes (retried)", "setup_non200"),
+        ("gunicorn", "gunicorn"),
+    ]
+    for label, key in storm_rows:
+        cells = [str(storm.get(key, "-")) for _, storm in columns]
+        print(f"| {label} | " + " | ".join(cells) + " |")
+
+
 # --- the child: one database ---------------------------------------------------------------
 
 
-def child(db: str, rounds: int, samples: int, storm: int, keep: bool) -> None:
+def child(db: str, rounds: int, samples: int, storm: int, keep: bool, storm_only: bool) -> None:
     from bench.run import bench_database
 
     started = time.monotonic()
     load_before = " ".join(f"{x:.1f}" for x in os.getloadavg())
     with bench_database(db, "presence", keep=keep) as workdir:
         os.environ["DJANGO_SETTINGS_MODULE"] = PRESENCE_SETTINGS
-        figures = measure(workdir, rounds, samples, storm)
+        figures = measure(workdir, rounds, samples, storm, storm_only)
     figures["load_before"] = load_before
     figures["load_after"] = " ".join(f"{x:.1f}" for x in os.getloadavg())
     figures["seconds"] = time.monotonic() - started
@@ -343,7 +428,9 @@ def before_tree(workdir: Path) -> tuple[Path, str]:
     return tree, commit
 
 
-def measure(workdir: Path, rounds: int, samples: int, storm_size: int) -> dict[str, Any]:
+def measure(
+    workdir: Path, rounds: int, samples: int, storm_size: int, storm_only: bool = False
+) -> dict[str, Any]:
     from bench.procs import Gunicorn, Pushpin
 
     tree, commit = before_tree(workdir)
@@ -389,27 +476,34 @@ def measure(workdir: Path, rounds: int, samples: int, storm_size: int) -> dict[s
 
     call_command("migrate", verbosity=0)
     fill()
-    progress("counting statements")
-    counts = count_statements()
-    counts.update(count_before_in(tree))
-    figures: dict[str, Any] = {"counts": counts, "before_commit": commit}
-    try:
-        pushpin.start()
-        figures["pushpin"] = pushpin.version_text
-        for gunicorn in gunicorns.values():
-            gunicorn.start(ready_path="/hello/")
-        check_variants(gunicorns)
-        progress(f"rounds behind Pushpin {pushpin.version_text}")
-        figures.update(run_rounds(pushpin.http_port, gunicorns, rounds, samples))
-    finally:
-        for gunicorn in gunicorns.values():
-            gunicorn.stop()
-        pushpin.stop()
-        shutil.rmtree(pushpin.rundir, ignore_errors=True)
+    figures: dict[str, Any] = {"before_commit": commit, "pushpin": pushpin.version_text}
+    if not storm_only:
+        progress("counting statements")
+        figures["counts"] = count_statements()
+        figures["counts"].update(count_before_in(tree))
+        figures["in_process"] = in_process_costs()
+        figures["profiles"] = profiles()
+        try:
+            pushpin.start()
+            for gunicorn in gunicorns.values():
+                gunicorn.start(ready_path="/hello/")
+            check_variants(gunicorns)
+            progress(f"rounds behind Pushpin {pushpin.version_text}")
+            figures.update(run_rounds(pushpin.http_port, gunicorns, rounds, samples))
+        finally:
+            for gunicorn in gunicorns.values():
+                gunicorn.stop()
+            pushpin.stop()
+            shutil.rmtree(pushpin.rundir, ignore_errors=True)
     if storm_size and pushpin.version >= (1, 41):
-        figures["storm"] = storm(workdir / "storm", storm_size)
+        workers, threads = map(int, os.environ["GES_BENCH_STORM_GUNICORN"].split("x"))
+        figures["storm"] = {
+            label: storm(workdir / f"storm{n}", storm_size, workers, threads, n, extra)
+            for n, (label, extra) in enumerate(STORM_CONFIGS.items())
+        }
     elif storm_size:
-        figures["storm"] = {"counted": f"skipped: Pushpin {pushpin.version_text} sends no gone"}
+        skipped = {"counted": f"skipped: Pushpin {pushpin.version_text} sends no gone"}
+        figures["storm"] = {"defaults": skipped}
     return figures
 
 
@@ -426,6 +520,194 @@ def fill() -> None:
             storage.append_event(channel, "message", data, 86400)
     for channel in [PRESENCE_LIVE, PRESENCE_GONE]:
         presence.record_streams(f"{RESIDENT}-{channel}", [channel], None, exact=True, ttl=86400)
+
+
+_APPLICATION: list[Any] = []
+
+
+def wsgi_caller(
+    method: str, path: str | Callable[[], str], headers: dict[str, str]
+) -> Callable[[], int]:
+    """A request to bench/project's application in this process (no server, no proxy);
+    ``path`` may be a function giving each call's path."""
+    from django.core.wsgi import get_wsgi_application
+
+    if not _APPLICATION:
+        _APPLICATION.append(get_wsgi_application())
+    application = _APPLICATION[0]
+    base = {
+        "REQUEST_METHOD": method,
+        "SERVER_NAME": "127.0.0.1",
+        "SERVER_PORT": "8000",
+        "SERVER_PROTOCOL": "HTTP/1.1",
+        "REMOTE_ADDR": "127.0.0.1",
+        "CONTENT_LENGTH": "0",
+        "HTTP_HOST": "127.0.0.1",
+        "HTTP_ACCEPT": "text/event-stream",
+        "wsgi.version": (1, 0),
+        "wsgi.url_scheme": "http",
+        "wsgi.errors": sys.stderr,
+        "wsgi.multithread": False,
+        "wsgi.multiprocess": True,
+        "wsgi.run_once": False,
+    }
+    base.update({"HTTP_" + k.upper().replace("-", "_"): v for k, v in headers.items()})
+    status: list[int] = []
+
+    def start_response(line: str, _headers: Any, _exc: Any = None) -> None:
+        status.append(int(line.split(" ", 1)[0]))
+
+    def call() -> int:
+        route, _, query = (path() if callable(path) else path).partition("?")
+        environ = dict(base, PATH_INFO=route, QUERY_STRING=query)
+        environ["wsgi.input"] = io.BytesIO(b"")
+        result = application(environ, start_response)
+        for _ in result:
+            pass
+        result.close()
+        code = status.pop()
+        if code != 200:
+            raise RuntimeError(f"in-process {method} {path} answered {code}")
+        return code
+
+    return call
+
+
+def per_call_us(call: Callable[[], Any], prepare: Callable[[], Any] | None, n: int) -> float:
+    """Median over 5 rounds of the mean microseconds of call() (prepare() untimed)."""
+    results = []
+    for _ in range(6):
+        spent = 0.0
+        for _ in range(n):
+            if prepare is not None:
+                prepare()
+            started = time.perf_counter()
+            call()
+            spent += time.perf_counter() - started
+        results.append(spent / n * 1e6)
+    return statistics.median(results[1:])  # the first round warms up
+
+
+def in_process_costs(n: int = 100) -> dict[str, float]:
+    """Microseconds per request and per presence step, in this process: where the time goes."""
+    from django.db import connection
+    from django.test import RequestFactory
+
+    from grip_eventstream import grip, links, presence, views
+
+    signed = signed_headers()
+    live = f"/stream/?channel={LIVE}&lastEventId={cursor_now(LIVE)}"
+    present = f"/stream/?channel={PRESENCE_LIVE}&lastEventId={cursor_now(PRESENCE_LIVE)}"
+    stream: list[str] = []
+
+    def record() -> None:
+        stream[:] = [secrets.token_urlsafe(12)]
+        presence.record_streams(stream[0], [PRESENCE_GONE], None, exact=True, ttl=180)
+        stream.append(links.gone_url("/stream/", stream[0]))
+
+    def end() -> None:
+        presence.end_stream(stream[0])
+
+    def end_presence_live() -> None:
+        from grip_eventstream.models import PresenceStream
+
+        rows = PresenceStream.objects.filter(channel=PRESENCE_LIVE).exclude(
+            stream_id=f"{RESIDENT}-{PRESENCE_LIVE}"
+        )
+        for stream_id in rows.values_list("stream_id", flat=True):
+            presence.end_stream(stream_id)
+
+    gone = wsgi_caller("POST", lambda: stream[1], signed)
+    request = RequestFactory().get(live)
+    features = grip.proxy_features(FEATURES_141)
+    costs = {
+        "hello": per_call_us(wsgi_caller("GET", "/hello/", signed), None, n),
+        "subscribe": per_call_us(wsgi_caller("GET", live, signed), None, n),
+        "presence_step_without_presence": per_call_us(
+            lambda: views._presence(request, [LIVE], None, None, features), None, n * 10
+        ),
+        "presence_subscribe": per_call_us(
+            wsgi_caller("GET", present, signed), end_presence_live, n
+        ),
+        "gone": per_call_us(gone, record, n),
+        "record_streams": per_call_us(record, end, n),
+        "end_stream": per_call_us(end, record, n),
+    }
+    with connection.cursor() as cursor:
+        costs["select1"] = per_call_us(lambda: cursor.execute("SELECT 1"), None, n * 5)
+    if connection.vendor == "postgresql":
+        costs.update(cte_costs(n * 5))
+        with connection.cursor() as cursor:
+            cursor.execute("SET synchronous_commit TO off")
+        costs["record_streams_async_commit"] = per_call_us(record, end, n)
+        costs["end_stream_async_commit"] = per_call_us(end, record, n)
+        with connection.cursor() as cursor:
+            cursor.execute("SET synchronous_commit TO on")
+    return costs
+
+
+def cte_costs(n: int) -> dict[str, float]:
+    """One of presence's statements (a gone notice's DELETE ... RETURNING CTE, finding no
+    row) through Django's cursor (psycopg's client-side binding: parsed and planned on each
+    execution) and through a psycopg connection with server-side binding (prepared after 5
+    executions); on PostgreSQL."""
+    import psycopg
+    from django.db import connection
+
+    from grip_eventstream import presence
+
+    statement = presence._statements(connection).pg_remove_stream
+    settings = connection.settings_dict
+    with connection.cursor() as cursor:
+        django_us = per_call_us(lambda: cursor.execute(statement, ["none"]), None, n)
+    with psycopg.connect(
+        host=settings["HOST"],
+        port=settings["PORT"],
+        user=settings["USER"],
+        dbname=settings["NAME"],
+        autocommit=True,
+    ) as raw:
+        prepared_us = per_call_us(lambda: raw.execute(statement, ["none"]), None, n)
+    return {"cte_django": django_us, "cte_prepared": prepared_us}
+
+
+def profiles(n: int = 300) -> dict[str, str]:
+    """pyinstrument's call trees of ``n`` gone notices and ``n`` presence subscribes, made
+    in this process through the WSGI application (what the worker runs, without gunicorn)."""
+    try:
+        from pyinstrument import Profiler
+    except ImportError:
+        return {
+            "note": "pyinstrument is not installed: .venv/bin/python -m pip install pyinstrument"
+        }
+    from grip_eventstream import links, presence
+
+    signed = signed_headers()
+    present = f"/stream/?channel={PRESENCE_LIVE}&lastEventId={cursor_now(PRESENCE_LIVE)}"
+    ids = [secrets.token_urlsafe(12) for _ in range(n)]
+    for stream_id in ids:
+        presence.record_streams(stream_id, [PRESENCE_GONE], None, exact=True, ttl=180)
+    paths = iter([links.gone_url("/stream/", stream_id) for stream_id in ids])
+    gone = wsgi_caller("POST", lambda: next(paths), signed)
+    subscribe = wsgi_caller("GET", present, signed)
+    found = {}
+    for name, call in [("gone", gone), ("presence subscribe", subscribe)]:
+        profiler = Profiler(interval=0.0002)
+        profiler.start()
+        for _ in range(n):
+            call()
+        profiler.stop()
+        found[name] = profiler.output_text(
+            time="percent_of_total", processor_options={"filter_threshold": 0.02}
+        )
+    from grip_eventstream.models import PresenceStream
+
+    rows = PresenceStream.objects.filter(channel=PRESENCE_LIVE).exclude(
+        stream_id=f"{RESIDENT}-{PRESENCE_LIVE}"
+    )
+    for stream_id in rows.values_list("stream_id", flat=True):
+        presence.end_stream(stream_id)
+    return found
 
 
 def signed_headers() -> dict[str, str]:
@@ -717,7 +999,7 @@ def run_rounds(
 # --- the storm -----------------------------------------------------------------------------
 
 
-def make_sessions(count: int) -> list[str]:
+def make_sessions(count: int, prefix: str) -> list[str]:
     """``count`` users, each with a logged-in session; their session keys."""
     from datetime import timedelta
 
@@ -733,9 +1015,9 @@ def make_sessions(count: int) -> list[str]:
 
     model = get_user_model()
     model.objects.bulk_create(
-        [model(username=f"storm-{n}", password="!") for n in range(count)], batch_size=500
+        [model(username=f"{prefix}{n}", password="!") for n in range(count)], batch_size=500
     )
-    users = model.objects.filter(username__startswith="storm-")
+    users = model.objects.filter(username__startswith=prefix)
     store = SessionStore()
     expires = timezone.now() + timedelta(days=1)
     sessions = []
@@ -753,10 +1035,12 @@ def make_sessions(count: int) -> list[str]:
     return [s.session_key for s in sessions]
 
 
-def open_stream(port: int, session: str, statuses: Counter[int]) -> socket.socket | None:
+def open_stream(
+    port: int, channel: str, session: str, statuses: Counter[int]
+) -> socket.socket | None:
     """A stream through Pushpin held open; None after 5 refusals."""
     request = (
-        f"GET /stream/?channel={STORM_CHANNEL} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        f"GET /stream/?channel={channel} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
         f"Accept: text/event-stream\r\nCookie: sessionid={session}\r\n\r\n"
     ).encode()
     for _ in range(5):
@@ -777,12 +1061,39 @@ def open_stream(port: int, session: str, statuses: Counter[int]) -> socket.socke
     return None
 
 
-def storm(workdir: Path, size: int) -> dict[str, Any]:
+def conf_ttl() -> int:
+    from grip_eventstream.conf import conf
+
+    return int(conf.EVENTSTREAM_PRESENCE_TTL)
+
+
+def gone_outcomes(log: Path, start: int) -> list[tuple[float, str]]:
+    """Pushpin's handler's log line for each gone notice: (seconds of the day, "code=N" or
+    "error": Pushpin's own request failed and is not retried)."""
+    with open(log, "rb") as f:
+        f.seek(start)
+        text = f.read().decode(errors="replace")
+    found = []
+    pattern = r" (\d\d):(\d\d):([\d.]+) \[handler\] POST \S*/_gone/\S* (code=\d+|error)"
+    for hours, minutes, seconds, outcome in re.findall(pattern, text):
+        found.append((int(hours) * 3600 + int(minutes) * 60 + float(seconds), outcome))
+    return found
+
+
+def storm(
+    workdir: Path,
+    size: int,
+    workers: int = 2,
+    threads: int = 1,
+    number: int = 0,
+    extra: dict[str, list[str]] | None = None,
+) -> dict[str, Any]:
     from bench.procs import Gunicorn, Pushpin
     from grip_eventstream import get_presence, get_presence_stats
 
+    channel = f"{STORM_CHANNEL}-{number}"
     progress(f"storm: {size} users' sessions")
-    sessions = make_sessions(size)
+    sessions = make_sessions(size, f"storm{number}-")
     leaves_log = workdir / "signals.jsonl"
     workdir.mkdir(parents=True, exist_ok=True)
     gunicorn = Gunicorn(
@@ -790,11 +1101,17 @@ def storm(workdir: Path, size: int) -> dict[str, Any]:
         workdir,
         cwd=ROOT,
         env={"PYTHONPATH": str(ROOT), "GES_BENCH_PRESENCE_LOG": str(leaves_log)},
-        workers=2,
-        threads=1,
+        workers=workers,
+        threads=threads,
         access_log=True,
     )
-    pushpin = Pushpin(gunicorn.address, workdir / "pushpin", sig_key=SIG_KEY)
+    pushpin = Pushpin(
+        gunicorn.address,
+        workdir / "pushpin",
+        sig_key=SIG_KEY,
+        extra=extra,
+        loglevel=os.environ.get("GES_BENCH_STORM_LOGLEVEL", "2"),
+    )
     os.environ["GRIP_URL"] = gunicorn.env["GRIP_URL"] = (
         f"{pushpin.control_url}?iss=pushpin&key={SIG_KEY}"
     )
@@ -806,43 +1123,59 @@ def storm(workdir: Path, size: int) -> dict[str, Any]:
         gunicorn.start(ready_path="/hello/")
         progress(f"storm: opening {size} streams through Pushpin {pushpin.version_text}")
         with ThreadPoolExecutor(32) as pool:
-            opened = list(pool.map(lambda s: open_stream(pushpin.http_port, s, statuses), sessions))
+            opened = list(
+                pool.map(lambda s: open_stream(pushpin.http_port, channel, s, statuses), sessions)
+            )
         socks = [s for s in opened if s is not None]
         deadline = time.monotonic() + 60
-        while get_presence_stats(STORM_CHANNEL).streams < len(socks):
+        while get_presence_stats(channel).streams < len(socks):
             if time.monotonic() > deadline:
                 break
             time.sleep(0.05)
-        result["counted"] = get_presence_stats(STORM_CHANNEL).streams
+        result["counted"] = get_presence_stats(channel).streams
         result["setup_non200"] = sum(n for status, n in statuses.items() if status != 200)
         # Past Pushpin's first next-link fetch of each stream (about 1 s after it opens).
         time.sleep(2.5)
         mark = gunicorn.log_path.stat().st_size
+        pushpin_mark = pushpin.log_path.stat().st_size
         progress(f"storm: {len(socks)} streams open, {result['counted']} counted; disconnecting")
         started = time.perf_counter()
         for sock in socks:
             sock.close()
         socks = []
         zero = None
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + STORM_WAIT
+        quiet_since, size_then = time.monotonic(), -1
         while time.monotonic() < deadline:
-            if get_presence_stats(STORM_CHANNEL).streams == 0:
+            if get_presence_stats(channel).streams == 0:
                 zero = time.perf_counter() - started
                 break
+            # Or every notice has its outcome in Pushpin's log and gunicorn is quiet: the
+            # streams left stay counted until they expire.
+            size_now = gunicorn.log_path.stat().st_size
+            if size_now != size_then:
+                quiet_since, size_then = time.monotonic(), size_now
+            outcomes = len(gone_outcomes(pushpin.log_path, pushpin_mark))
+            if outcomes >= result["counted"] and time.monotonic() - quiet_since > 1:
+                break
             time.sleep(0.01)
+        left = get_presence_stats(channel).streams
         result["seconds_to_zero"] = (
             f"{zero:.2f}"
             if zero is not None
-            else f"not 0 after 60 s ({get_presence_stats(STORM_CHANNEL).streams} left)"
+            else f"never: {left} left, counted until they expire "
+            f"(EVENTSTREAM_PRESENCE_TTL, {conf_ttl()} s)"
         )
         # Until gunicorn's log stops growing: the last answers.
         size_then, quiet = -1, 0
         while quiet < 10:
-            now = gunicorn.log_path.stat().st_size
-            quiet = quiet + 1 if now == size_then else 0
-            size_then = now
+            size_now = gunicorn.log_path.stat().st_size
+            quiet = quiet + 1 if size_now == size_then else 0
+            size_then = size_now
             time.sleep(0.1)
-        result["members_left"] = len(get_presence(STORM_CHANNEL).members)
+        result["members_left"] = len(get_presence(channel).members)
+        stats = get_presence_stats(channel)
+        result["says"] = f"exact={stats.exact}, stale_within={stats.stale_within:g} s"
     finally:
         for sock in socks:
             with contextlib.suppress(OSError):
@@ -860,8 +1193,12 @@ def storm(workdir: Path, size: int) -> dict[str, Any]:
     result["gone_statuses"] = dict(sorted(gone_statuses.items()))
     result["gone_5xx"] = sum(n for status, n in gone_statuses.items() if status.startswith("5"))
     result["server_errors_logged"] = len(re.findall(r"\[ERROR\]|Traceback", text))
+    outcomes = gone_outcomes(pushpin.log_path, pushpin_mark)
+    result["pushpin_gone"] = dict(sorted(Counter(outcome for _, outcome in outcomes).items()))
+    if outcomes:
+        result["pushpin_gone_over"] = f"{outcomes[-1][0] - outcomes[0][0]:.2f}"
     signals = [json.loads(line) for line in leaves_log.read_text().splitlines()]
-    signals = [s for s in signals if s["channel"] == STORM_CHANNEL]
+    signals = [s for s in signals if s["channel"] == channel]
     joins = [s for s in signals if s["action"] == "join"]
     leaves = [s for s in signals if s["action"] == "leave"]
     joined = Counter(s["user"] for s in joins)
@@ -870,9 +1207,14 @@ def storm(workdir: Path, size: int) -> dict[str, Any]:
     result["leaves"] = len(leaves)
     result["missing"] = sum(1 for user in joined if left[user] == 0)
     result["doubled"] = sum(1 for n in left.values() if n > 1)
+    # A next-link fetch answered after the stream's gone notice records it again (as not
+    # exact): a second join, and a stream counted until it expires.
+    result["rejoined"] = sum(1 for n in joined.values() if n > 1)
     result["expired"] = sum(1 for s in leaves if s["expired"])
     after = sorted(s["users"] for s in leaves)
-    result["consistent"] = after == list(range(len(joins)))
+    result["consistent"] = (
+        after == list(range(len(joins))) if len(leaves) == len(joins) else "n/a (leaves missing)"
+    )
     progress(f"storm: {json.dumps(result)}")
     return result
 
