@@ -163,6 +163,7 @@ def link_path(path: str) -> str:
     return quote(path, safe="/:@&+$-_.!~*'()=")
 
 
+@functools.lru_cache(maxsize=64)  # every request; a proxy sends the same value each time
 def proxy_features(header: str | None) -> frozenset[str]:
     """The features a ``Grip-Feature`` request header lists (Pushpin sends it on every request)."""
     if not header:
