@@ -151,7 +151,7 @@ def _pg_admin(sql: str) -> None:
 
 
 def measure(workdir: Path, rounds: int) -> dict[str, float]:
-    from tests.procs import Gunicorn, Pushpin
+    from bench.procs import Gunicorn, Pushpin
 
     gunicorn = Gunicorn(
         "bench.project.wsgi:application",

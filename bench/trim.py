@@ -3,37 +3,26 @@
 django-eventstream deletes expired rows one by one inside every send (one send with 5,000
 expired rows took 2.8 s there). Here a send trims at most TRIM_BATCH rows, on one send in
 TRIM_EVERY, in a single range delete. This prints, on a temporary SQLite database (or
-PostgreSQL with GES_TEST_DB=postgres), side by side in one run:
+PostgreSQL with --db postgres), side by side in one run:
 
 * the storage part of send_event (counter, insert, bounded trim) with 5,000 expired rows;
 * the same with no expired rows;
 * a row-by-row delete of 5,000 expired rows, as django-eventstream does in a send.
 
-Run: .venv/bin/python bench/trim.py
+Run: .venv/bin/python bench/trim.py [--db postgres]
 """
 
-import os
+import argparse
 import statistics
 import sys
-import tempfile
 import time
 from datetime import timedelta
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tests.settings")
-os.environ.setdefault("GES_DB_NAME", str(Path(tempfile.mkdtemp()) / "bench.sqlite3"))
 
-import django  # noqa: E402
-
-django.setup()
-
-from django.core.management import call_command  # noqa: E402
-from django.utils import timezone  # noqa: E402
-
-from grip_eventstream.models import ChannelCounter, Event  # noqa: E402
-from grip_eventstream.storage import DjangoModelStorage  # noqa: E402
+from bench.run import bench_database  # noqa: E402
 
 EXPIRED = 5000
 SENDS = 256
@@ -41,6 +30,10 @@ TTL = 3600
 
 
 def fill(channel: str, count: int) -> None:
+    from django.utils import timezone
+
+    from grip_eventstream.models import ChannelCounter, Event
+
     old = timezone.now() - timedelta(seconds=TTL * 2)
     Event.objects.bulk_create(
         Event(channel=channel, seq=i, event_type="m", data="{}", created=old)
@@ -50,6 +43,8 @@ def fill(channel: str, count: int) -> None:
 
 
 def time_sends(channel: str) -> list[float]:
+    from grip_eventstream.storage import DjangoModelStorage
+
     storage = DjangoModelStorage()
     times = []
     for _ in range(SENDS):
@@ -60,6 +55,10 @@ def time_sends(channel: str) -> list[float]:
 
 
 def row_by_row(channel: str) -> float:
+    from django.utils import timezone
+
+    from grip_eventstream.models import Event
+
     cutoff = timezone.now() - timedelta(seconds=TTL)
     start = time.perf_counter()
     for event in Event.objects.filter(channel=channel, created__lt=cutoff):
@@ -76,6 +75,22 @@ def describe(name: str, times: list[float]) -> str:
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--db", choices=["sqlite", "postgres"], default="sqlite")
+    with bench_database(parser.parse_args().db, "trim"):
+        import django
+
+        django.setup()
+        measure()
+
+
+def measure() -> None:
+    import django
+    from django.core.management import call_command
+    from django.utils import timezone
+
+    from grip_eventstream.models import Event
+
     call_command("migrate", verbosity=0)
     fill("expired", EXPIRED)
     with_backlog = time_sends("expired")

@@ -160,20 +160,22 @@ class DjangoModelStorage(EventStorage):
         wanted = list(channels)
         connection = connections[self.using]
         backend = _backend(connection)
-        with connection.cursor() as cursor:
+        with _reading_cursor(connection, backend) as cursor:
             # One query: every subscribe and next-link request needs both (see ChannelCounter).
             found = backend.counters(cursor, [EPOCH_ROW, *wanted])
-            epoch = found.pop(EPOCH_ROW, None)
-            if epoch is None:
-                # First use of these tables, or they started afresh: a new epoch. Concurrent
-                # first requests race here; the first one's is kept.
+        epoch = found.pop(EPOCH_ROW, None)
+        if epoch is None:
+            # First use of these tables, or they started afresh: a new epoch. Concurrent
+            # first requests race here; the first one's is kept.
+            with connection.cursor() as cursor:
                 epoch = backend.make_epoch(cursor, epoch_to_int(new_epoch()))
         return _epoch_from_int(epoch), {name: found.get(name, 0) for name in wanted}
 
     def get_events(self, channel: str, after: int, limit: int) -> list[StoredEvent]:
         connection = connections[self.using]
-        with connection.cursor() as cursor:
-            rows = _backend(connection).events(cursor, channel, after, limit)
+        backend = _backend(connection)
+        with _reading_cursor(connection, backend) as cursor:
+            rows = backend.events(cursor, channel, after, limit)
         return [StoredEvent(channel, seq, etype, data, pk) for seq, etype, data, pk in rows]
 
     def trim(self, channel: str, ttl: int, limit: int | None = None) -> int:
@@ -457,6 +459,66 @@ class _Orm:
     def channels(self, cursor: Any) -> list[str]:
         counters = ChannelCounter.objects.using(cursor.db.alias).exclude(channel=EPOCH_ROW)
         return list(counters.values_list("channel", flat=True))
+
+
+class _DirectCursor:
+    """The driver's own cursor, for the reads every subscribe and next link makes.
+
+    Django's cursor wraps each statement in layers (thread-sharing and broken-transaction
+    checks, the debug wrapper's test, execute wrappers, placeholder rewriting on SQLite)
+    that cost about a third of the statement itself (profiled: get_state 18 -> 11 µs on
+    SQLite, 66 -> 56 µs on PostgreSQL, in the process). Used only where those layers have
+    nothing to do (see _reading_cursor); errors are still Django's (wrap_database_errors),
+    and the connection is opened, health-checked and closed by Django as usual.
+    """
+
+    __slots__ = ("_cursor", "_qmark", "db")
+
+    def __init__(self, connection: Any) -> None:
+        connection.close_if_health_check_failed()
+        connection.ensure_connection()
+        self.db = connection
+        self._qmark = connection.Database.paramstyle == "qmark"
+        with connection.wrap_database_errors:
+            self._cursor = connection.connection.cursor()
+
+    def execute(self, sql: str, params: Sequence[Any]) -> None:
+        with self.db.wrap_database_errors:
+            self._cursor.execute(_qmark(sql) if self._qmark else sql, params)
+
+    def fetchall(self) -> list[tuple[Any, ...]]:
+        with self.db.wrap_database_errors:
+            return self._cursor.fetchall()  # type: ignore[no-any-return]
+
+    def __enter__(self) -> _DirectCursor:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._cursor.close()
+
+
+@functools.lru_cache(maxsize=64)
+def _qmark(sql: str) -> str:
+    # The hand-written statements hold no "%" but their placeholders.
+    return sql.replace("%s", "?")
+
+
+def _reading_cursor(connection: Any, backend: _Backend) -> Any:
+    """A cursor for a read-only statement: the driver's own when nothing watches queries.
+
+    Django's cursor when a statement would be logged or counted (DEBUG, the test
+    framework's query capture behind assertNumQueries), when execute_wrapper() hooks are
+    installed, inside a transaction (whose broken state Django's cursor reports), and for
+    the ORM fallback.
+    """
+    if (
+        isinstance(backend, _Sql)
+        and not connection.in_atomic_block
+        and not connection.execute_wrappers
+        and not connection.queries_logged
+    ):
+        return _DirectCursor(connection)
+    return connection.cursor()
 
 
 # The vendors whose SQL the statements are written in (ON CONFLICT, RETURNING, LIMIT).

@@ -472,3 +472,59 @@ def test_the_orm_fallback_numbers_a_new_channel_under_a_clash(store, orm_fallbac
     with pytest.raises(IntegrityError):
         store.append_events([("b", "m", "1"), ("a", "m", "2")], {"a": 60, "b": 60})
     assert store.get_current_ids(["a", "b"]) == {"a": 1, "b": 0}
+
+
+# --- the driver's cursor for a subscribe's reads ---------------------------------------------
+
+
+@pytest.mark.django_db(transaction=True)
+def test_subscribe_reads_take_the_driver_cursor_when_nothing_watches(store, monkeypatch):
+    store.append_event("a", "m", "{}", 60)
+    taken = []
+    real = storage_module._DirectCursor
+
+    def spy(connection):
+        taken.append(connection.alias)
+        return real(connection)
+
+    monkeypatch.setattr(storage_module, "_DirectCursor", spy)
+    assert store.get_state(["a", "b"])[1] == {"a": 1, "b": 0}
+    assert [e.seq for e in store.get_events("a", 0, 10)] == [1]
+    assert taken == ["default", "default"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_reads_stay_visible_to_query_capture_wrappers_and_transactions(store, monkeypatch):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    store.append_event("a", "m", "{}", 60)
+    store.get_state([])  # the epoch, made by the first read
+    monkeypatch.setattr(storage_module, "_DirectCursor", None)  # any use would fail
+    with CaptureQueriesContext(connection) as captured:
+        store.get_state(["a"])
+    assert len(captured.captured_queries) == 1
+    seen = []
+
+    def wrapper(execute, sql, params, many, context):
+        seen.append(sql)
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(wrapper):
+        store.get_events("a", 0, 10)
+    assert len(seen) == 1
+    with transaction.atomic():
+        assert store.get_state(["a"])[1] == {"a": 1}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_driver_cursor_errors_are_django_s(store):
+    from django.db import DatabaseError, connection
+
+    store.get_state([])
+    with pytest.raises(DatabaseError), storage_module._DirectCursor(connection) as cursor:
+        cursor.execute("SELECT no_such_column FROM grip_eventstream_event WHERE id = %s", [1])
+    assert connection.errors_occurred
+    with storage_module._DirectCursor(connection) as cursor:
+        cursor.execute("SELECT %s + %s", [1, 2])
+        assert cursor.fetchall() == [(3,)]
