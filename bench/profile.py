@@ -64,6 +64,50 @@ class _Control(http.server.BaseHTTPRequestHandler):
         pass
 
 
+def wsgi_caller(
+    app: Any, sig: str
+) -> tuple[Callable[..., dict[str, Any]], Callable[..., Callable[[], None]]]:
+    """``environ(path, query, **headers)``: the environ gunicorn would give ``app`` for a GET
+    signed with ``sig``; ``request(path, query, **headers)``: a function calling ``app`` with
+    it, which checks the answer is 200."""
+
+    def environ(path: str, query: str = "", **headers: str) -> dict[str, Any]:
+        env: dict[str, Any] = {
+            "REQUEST_METHOD": "GET",
+            "SCRIPT_NAME": "",
+            "PATH_INFO": path,
+            "QUERY_STRING": query,
+            "SERVER_NAME": "127.0.0.1",
+            "SERVER_PORT": "8000",
+            "SERVER_PROTOCOL": "HTTP/1.1",
+            "REMOTE_ADDR": "127.0.0.1",
+            "HTTP_HOST": "127.0.0.1",
+            "HTTP_ACCEPT": "text/event-stream",
+            "HTTP_GRIP_SIG": sig,
+            "wsgi.input": io.BytesIO(b""),
+            "wsgi.errors": sys.stderr,
+            "wsgi.url_scheme": "http",
+            "wsgi.multithread": False,
+            "wsgi.multiprocess": True,
+            "wsgi.run_once": False,
+            "wsgi.version": (1, 0),
+        }
+        env.update({f"HTTP_{k.upper()}": v for k, v in headers.items()})
+        return env
+
+    def request(path: str, query: str = "", **headers: str) -> Callable[[], None]:
+        def call() -> None:
+            status: list[str] = []
+            result = app(environ(path, query, **headers), lambda s, h: status.append(s))
+            b"".join(result)
+            result.close()  # type: ignore[attr-defined]
+            assert status[0].startswith("200"), status
+
+        return call
+
+    return environ, request
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--db", choices=["sqlite", "postgres"], default="sqlite")
@@ -106,39 +150,7 @@ def run(tree: bool, control_url: str, show_all: bool = False) -> None:
     sig = jwt.encode({"iss": "pushpin", "exp": int(time.time()) + 3600}, SIG_KEY)
     now, c10 = cursor_behind("live", 0), cursor_behind("live", 10)
 
-    def environ(path: str, query: str = "", **headers: str) -> dict[str, Any]:
-        env: dict[str, Any] = {
-            "REQUEST_METHOD": "GET",
-            "SCRIPT_NAME": "",
-            "PATH_INFO": path,
-            "QUERY_STRING": query,
-            "SERVER_NAME": "127.0.0.1",
-            "SERVER_PORT": "8000",
-            "SERVER_PROTOCOL": "HTTP/1.1",
-            "REMOTE_ADDR": "127.0.0.1",
-            "HTTP_HOST": "127.0.0.1",
-            "HTTP_ACCEPT": "text/event-stream",
-            "HTTP_GRIP_SIG": sig,
-            "wsgi.input": io.BytesIO(b""),
-            "wsgi.errors": sys.stderr,
-            "wsgi.url_scheme": "http",
-            "wsgi.multithread": False,
-            "wsgi.multiprocess": True,
-            "wsgi.run_once": False,
-            "wsgi.version": (1, 0),
-        }
-        env.update({f"HTTP_{k.upper()}": v for k, v in headers.items()})
-        return env
-
-    def request(path: str, query: str = "", **headers: str) -> Callable[[], None]:
-        def call() -> None:
-            status: list[str] = []
-            result = app(environ(path, query, **headers), lambda s, h: status.append(s))
-            b"".join(result)
-            result.close()  # type: ignore[attr-defined]
-            assert status[0].startswith("200"), status
-
-        return call
+    environ, request = wsgi_caller(app, sig)
 
     hello = request("/hello/")
     subscribe = request("/stream/", f"channel=live&lastEventId={now}")

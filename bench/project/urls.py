@@ -2,6 +2,7 @@ from django.http import HttpResponse
 from django.urls import include, path
 
 import grip_eventstream
+from bench.project import ladder
 
 
 def hello(request):
@@ -27,4 +28,6 @@ urlpatterns = [
     path("hold/", hold),
     path("refuse/", refuse),
     path("stream/", include(grip_eventstream.urls)),
+    # After the routes bench/run.py measures, so that they resolve as they did before.
+    *ladder.urlpatterns(),
 ]
