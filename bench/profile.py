@@ -20,6 +20,7 @@ import http.server
 import io
 import json
 import os
+import random
 import statistics
 import sys
 import threading
@@ -134,7 +135,7 @@ def run(tree: bool, control_url: str, show_all: bool = False) -> None:
 
     call_command("migrate", verbosity=0)
     from bench.run import cursor_behind
-    from grip_eventstream import grip, links, send_event, views
+    from grip_eventstream import grip, links, send_event, stream, views
     from grip_eventstream.registry import (
         get_background_publisher,
         get_publisher,
@@ -193,7 +194,7 @@ def run(tree: bool, control_url: str, show_all: bool = False) -> None:
         "grip.hold_headers": lambda: grip.hold_headers(
             subs, keep_alive=20, id_format="x", link="/l/", link_timeout=120
         ),
-        "views._retry()": views._retry,
+        "stream.retry()": lambda: stream.retry(10, random.randint),
         "HttpResponse + 3 headers": lambda: _response(HttpResponse),
         "conf reads (x8)": lambda: _conf_reads(),
     }

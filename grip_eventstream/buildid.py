@@ -92,6 +92,6 @@ def body_filtered(
     next link response's own filters to its content"). The same release added gone links,
     so a proxy that lists ``link:gone`` behaves as 1.41.
     """
-    if "link:gone" in features:
+    if grip.sends_gone_notices(features):
         return new_hold_filtered
     return old_hold_filtered

@@ -171,6 +171,16 @@ def proxy_features(header: str | None) -> frozenset[str]:
     return frozenset(part.strip() for part in header.split(",") if part.strip())
 
 
+# The Grip-Feature a proxy lists when it sends gone notices (Pushpin 1.41): it then also
+# filters a next-link response with that response's own hold (buildid.body_filtered).
+GONE_FEATURE = "link:gone"
+
+
+def sends_gone_notices(features: frozenset[str]) -> bool:
+    """Whether the proxy POSTs a stream's ``rel=gone`` link when the stream ends."""
+    return GONE_FEATURE in features
+
+
 def link_header(url: str, timeout: int = 0) -> str:
     value = f"<{url}>; rel=next"
     if timeout > 0:

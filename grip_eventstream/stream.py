@@ -80,6 +80,70 @@ class Answer:
     headers: dict[str, str]
     holds: bool  # False: a page, or a body the stream ends with
     filtered: bool = False  # Pushpin runs build-id over the body (so "%" was escaped)
+    # Not 200: a plain-text answer (body: its message) that Pushpin retries (see outage).
+    status: int = 200
+
+
+# Seconds a next-link token outlives the link timeout (see link_max_age).
+LINK_MARGIN = 60
+# Pushpin's link timeout when the Grip-Link header gives none (EVENTSTREAM_LINK_TIMEOUT = 0).
+PUSHPIN_LINK_TIMEOUT = 120
+# While the database is unavailable, subscribes reconnect after a random delay of at least
+# 1 s and up to this many seconds, or EVENTSTREAM_RECONNECT_SPREAD if longer.
+OUTAGE_MIN_SPREAD = 5
+
+
+def link_max_age(link_timeout: int) -> int:
+    """How long a next-link token stays valid after it is issued.
+
+    Pushpin fetches a stream's link at the latest ``link_timeout`` seconds after the last
+    link response, which carries a fresh token; a paged replay fetches its links at once.
+    The margin covers a slow response and clock steps between app servers.
+    """
+    return (link_timeout or PUSHPIN_LINK_TIMEOUT) + LINK_MARGIN
+
+
+def copied_link(
+    link: LinkState, *, grip_last_sent: bool, use_nonce: Callable[[str], bool]
+) -> str | None:
+    """Why a link request did not come from the proxy holding the stream; None if it did.
+
+    Every hold has a channel with a prev-id (the stored channels or the link-proof
+    channel), so Pushpin's own next-link requests carry ``Grip-Last``, and Pushpin strips a
+    ``Grip-Last`` sent by a client: a next link without it is someone replaying a link read
+    from a log. A page link carries a nonce that ``use_nonce`` spends (False: spent).
+    """
+    if link.nonce is None:
+        return None if grip_last_sent else "next link without Grip-Last"
+    return None if use_nonce(link.nonce) else "page link fetched a second time"
+
+
+def retry(spread: int, choose: Callable[[int, int], int]) -> str:
+    """The ``retry:`` block that opens a subscribe's body ("" for a spread of 1 s or less).
+
+    When Pushpin restarts, every browser reconnects after the same delay (3 s): a storm
+    that Pushpin answers with 502 once more than about 100 requests wait for the app. A
+    random delay per stream (``choose(low, high)``, in ms) spreads the reconnects.
+    """
+    if spread <= 1:
+        return ""
+    return sse.encode_retry(choose(1000, spread * 1000))
+
+
+def outage(*, link: bool, spread: int, choose: Callable[[int, int], int]) -> Answer:
+    """The answer to a stream request that could not reach the database.
+
+    Nothing may be lost, and a browser's EventSource (and htmx's SSE extensions) stops for
+    good on any status but 200: a subscribe gets 200 with a ``retry:`` and no hold
+    (:func:`unavailable`), so the browser reconnects after that delay with its
+    Last-Event-ID until the database answers again. A next link gets 503: Pushpin keeps the
+    client's stream open and fetches the link again (5 retries over about 34 s; on 1.36
+    each keep-alive also fetches it at once, so with the default 20 s keep-alive the stream
+    ends after about 20 s), then ends the stream, and the browser reconnects.
+    """
+    if link:
+        return Answer("The database is unavailable; try again shortly.", {}, False, status=503)
+    return unavailable(choose(1000, max(spread, OUTAGE_MIN_SPREAD) * 1000))
 
 
 def answer(

@@ -15,7 +15,7 @@ from django.db import DatabaseError, transaction
 from django.http import HttpRequest, HttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
-from . import grip, links, sse, stream
+from . import grip, links, stream
 from .conf import conf
 from .cors import cors_headers, preflight_headers
 from .exceptions import InvalidChannel
@@ -27,10 +27,6 @@ logger = logging.getLogger("grip_eventstream")
 # The query parameter with which GripEventSource (eventsource.js) marks the request it makes
 # only to read the status after its EventSource gave up: not a stream to count (presence).
 CHECK_PARAMETER = "grip-check"
-# Seconds a next-link token outlives the link timeout (see link_max_age).
-LINK_MARGIN = 60
-# Pushpin's link timeout when the Grip-Link header gives none (EVENTSTREAM_LINK_TIMEOUT = 0).
-PUSHPIN_LINK_TIMEOUT = 120
 
 
 class EndStream(Exception):
@@ -125,17 +121,8 @@ _outage_logged = False
 
 
 def _database_unavailable(request: HttpRequest, exc: DatabaseError, *, link: bool) -> HttpResponse:
-    """Answer a stream request that could not reach the database, so that nothing is lost.
-
-    A browser's EventSource (and htmx's SSE extensions) stops for good on any status but
-    200, so a subscribe gets 200 with a ``retry:`` and no hold: the stream ends at once and
-    the browser reconnects after that delay with its Last-Event-ID, as after any network
-    error, until the database answers again. A next link gets 503: Pushpin keeps the
-    client's stream open and fetches the link again (5 retries over about 34 s; on 1.36 each
-    keep-alive also fetches it at once, so with the default 20 s keep-alive the stream ends
-    after about 20 s), then ends the stream, and the browser reconnects. Measured in
-    tests/test_e2e_pushpin_versions.py.
-    """
+    """Answer a stream request that could not reach the database (stream.outage decides;
+    measured in tests/test_e2e_pushpin_versions.py), and log the outage once."""
     global _outage_logged
     if not _outage_logged:
         _outage_logged = True
@@ -146,10 +133,10 @@ def _database_unavailable(request: HttpRequest, exc: DatabaseError, *, link: boo
             type(exc).__name__,
             exc,
         )
-    if link:
-        return text_response(503, "The database is unavailable; try again shortly.")
-    spread = max(conf.EVENTSTREAM_RECONNECT_SPREAD, 5)
-    return _stream_response(stream.unavailable(random.randint(1000, spread * 1000)))
+    answer = stream.outage(
+        link=link, spread=conf.EVENTSTREAM_RECONNECT_SPREAD, choose=random.randint
+    )
+    return _stream_response(answer)
 
 
 def _database_reachable() -> None:
@@ -268,10 +255,9 @@ def _denied(user: AbstractBaseUser | None, channels: Sequence[str]) -> list[str]
 def _read_link(
     request: HttpRequest, token: str
 ) -> tuple[stream.LinkState, AbstractBaseUser | None]:
+    max_age = stream.link_max_age(conf.EVENTSTREAM_LINK_TIMEOUT)
     try:
-        state = links.read_token(
-            token, max_age=link_max_age(), max_channels=conf.EVENTSTREAM_MAX_CHANNELS
-        )
+        state = links.read_token(token, max_age=max_age, max_channels=conf.EVENTSTREAM_MAX_CHANNELS)
     except links.LinkExpired:
         # Pushpin restarts its link timer on every delivery, so a busy stream may hold
         # an old token when a gap appears. Ending the stream (200, no hold) makes the
@@ -281,14 +267,13 @@ def _read_link(
     except links.InvalidLink as exc:
         logger.warning("Refused next-link request: the token is %s", exc.reason)
         raise Refused(400, "Invalid, expired or tampered next-link token.") from None
-    if state.nonce is None and "HTTP_GRIP_LAST" not in request.META:
-        # Every hold has a channel with a prev-id (the stored channels or the link-proof
-        # channel), so Pushpin's own next-link requests carry Grip-Last, and Pushpin strips
-        # a Grip-Last sent by a client: without it, this is someone replaying a link read
-        # from a log.
-        _refuse_copied_link(request, "next link without Grip-Last")
-    if state.nonce is not None and not links.use_page_nonce(state.nonce, link_max_age()):
-        _refuse_copied_link(request, "page link fetched a second time")
+    copied = stream.copied_link(
+        state,
+        grip_last_sent="HTTP_GRIP_LAST" in request.META,
+        use_nonce=lambda nonce: links.use_page_nonce(nonce, max_age),
+    )
+    if copied is not None:
+        _refuse_copied_link(request, copied)
     user = None
     if state.user_pk is not None:
         found = _find_user(state.user_pk)
@@ -313,23 +298,6 @@ def _find_user(pk: str) -> AbstractBaseUser | None:
     except ValidationError:
         return None  # a key of another type than this project's (a changed AUTH_USER_MODEL)
     return model._default_manager.filter(pk=pk_value).first()
-
-
-def _retry() -> str:
-    spread = conf.EVENTSTREAM_RECONNECT_SPREAD
-    if spread <= 1:
-        return ""
-    return sse.encode_retry(random.randint(1000, spread * 1000))
-
-
-def link_max_age() -> int:
-    """How long a next-link token stays valid after it is issued.
-
-    Pushpin fetches a stream's link at the latest EVENTSTREAM_LINK_TIMEOUT seconds after the
-    last link response, which carries a fresh token; a paged replay fetches its links at
-    once. The margin covers a slow response and clock steps between app servers.
-    """
-    return (conf.EVENTSTREAM_LINK_TIMEOUT or PUSHPIN_LINK_TIMEOUT) + LINK_MARGIN
 
 
 def _stream(
@@ -362,10 +330,9 @@ def _stream(
         features=features,
         presence_stream=presence_stream,
         gone_url=gone_url,
-        # When Pushpin restarts, every browser reconnects after the same delay (3 s): a
-        # storm that Pushpin answers with 502 once more than about 100 requests wait for
-        # the app. A random delay per stream spreads the reconnects.
-        retry=_retry() if link is None else "",
+        retry=(
+            stream.retry(conf.EVENTSTREAM_RECONNECT_SPREAD, random.randint) if link is None else ""
+        ),
         keep_alive=conf.EVENTSTREAM_KEEP_ALIVE,
         link_timeout=conf.EVENTSTREAM_LINK_TIMEOUT,
         replay_limit=conf.EVENTSTREAM_REPLAY_LIMIT,
@@ -414,7 +381,7 @@ def _presence(
     from . import presence
 
     stream_id = secrets.token_urlsafe(12)
-    exact = "link:gone" in features
+    exact = grip.sends_gone_notices(features)
     presence.record_streams(
         stream_id, channels, user_pk, exact=exact, ttl=conf.EVENTSTREAM_PRESENCE_TTL
     )
@@ -424,6 +391,8 @@ def _presence(
 
 
 def _stream_response(answer: stream.Answer) -> HttpResponse:
+    if answer.status != 200:
+        return text_response(answer.status, answer.body)
     # The body in one piece, as bytes: each HttpResponse.write() encodes and appends a
     # chunk, looking the charset up in the headers again. UTF-8 whatever DEFAULT_CHARSET
     # says: an event stream is always UTF-8.

@@ -196,3 +196,64 @@ def test_unavailable_carries_its_retry_on_an_event_nobody_listens_to():
     assert parser.retry == 2500
     assert (event.type, event.last_event_id) == ("stream-unavailable", "")
     assert not response.holds
+
+
+def test_only_pushpin_1_41_sends_gone_notices():
+    assert grip.sends_gone_notices(PUSHPIN_1_41)
+    assert not grip.sends_gone_notices(PUSHPIN_1_36)
+
+
+def test_a_link_token_outlives_the_link_timeout_by_the_margin():
+    assert stream.link_max_age(30) == 30 + stream.LINK_MARGIN
+    # 0: Grip-Link gives no timeout and Pushpin uses its own.
+    assert stream.link_max_age(0) == stream.PUSHPIN_LINK_TIMEOUT + stream.LINK_MARGIN
+
+
+@pytest.mark.parametrize(
+    ("nonce", "grip_last", "fresh", "copied"),
+    [
+        (None, True, True, None),
+        (None, False, True, "next link without Grip-Last"),
+        ("n1", False, True, None),  # a page's link: no hold yet, so no Grip-Last
+        ("n1", True, False, "page link fetched a second time"),
+    ],
+)
+def test_a_copied_link_is_told_from_the_proxy_s_own(nonce, grip_last, fresh, copied):
+    spent: list[str] = []
+
+    def use_nonce(value: str) -> bool:
+        spent.append(value)
+        return fresh
+
+    link = LinkState(("a",), None, nonce=nonce)
+    assert stream.copied_link(link, grip_last_sent=grip_last, use_nonce=use_nonce) == copied
+    # The nonce is spent only by a page link, whatever Grip-Last says.
+    assert spent == ([] if nonce is None else [nonce])
+
+
+def test_the_retry_spreads_reconnects_over_the_configured_seconds():
+    bounds: list[tuple[int, int]] = []
+
+    def choose(low: int, high: int) -> int:
+        bounds.append((low, high))
+        return high
+
+    assert stream.retry(10, choose) == "retry: 10000\n\n"
+    assert bounds == [(1000, 10000)]
+    assert stream.retry(1, choose) == ""
+    assert stream.retry(0, choose) == ""
+    assert len(bounds) == 1
+
+
+def test_an_outage_answers_a_subscribe_200_with_a_retry_and_a_link_503():
+    def lowest(low: int, high: int) -> int:
+        return high
+
+    subscribe = stream.outage(link=False, spread=0, choose=lowest)
+    assert subscribe.status == 200 and not subscribe.holds
+    # At least OUTAGE_MIN_SPREAD seconds, even with the spread turned off.
+    assert subscribe.body.startswith(f"retry: {stream.OUTAGE_MIN_SPREAD * 1000}\n")
+    assert stream.outage(link=False, spread=30, choose=lowest).body.startswith("retry: 30000\n")
+    link = stream.outage(link=True, spread=10, choose=lowest)
+    assert (link.status, link.holds, link.headers) == (503, False, {})
+    assert "unavailable" in link.body
