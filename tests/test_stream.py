@@ -250,7 +250,8 @@ def test_an_outage_answers_a_subscribe_200_with_a_retry_and_a_link_503():
         return high
 
     subscribe = stream.outage(link=False, spread=0, choose=lowest)
-    assert subscribe.status == 200 and not subscribe.holds
+    assert subscribe.status == 200
+    assert not subscribe.holds
     # At least OUTAGE_MIN_SPREAD seconds, even with the spread turned off.
     assert subscribe.body.startswith(f"retry: {stream.OUTAGE_MIN_SPREAD * 1000}\n")
     assert stream.outage(link=False, spread=30, choose=lowest).body.startswith("retry: 30000\n")
