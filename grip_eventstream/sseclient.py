@@ -4,8 +4,8 @@
 steps) of
 https://html.spec.whatwg.org/multipage/server-sent-events.html#event-stream-interpretation
 for one connection, as a browser's ``EventSource`` would see it. ``EventStream`` opens a
-stream (through Pushpin) and waits for its events with a timeout; the test kit
-(``grip_eventstream.testing``) hands it out. No Django import.
+stream (through Pushpin) and waits, with a timeout, for its events or for its text as
+received; the test kit (``grip_eventstream.testing``) hands it out. No Django import.
 
 Written here rather than taken from an SSE client library: the ones on PyPI block without a
 timeout, or treat lines and ids in ways browsers do not (``str.splitlines``, ids with NUL),
@@ -21,7 +21,7 @@ import re
 import socket
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
@@ -186,8 +186,9 @@ class EventStream:
     The response's status and headers are available at once (``status``, ``headers``); a
     stream that is not ``200 text/event-stream`` is still returned, so that a test can assert
     on a refusal. Events are parsed as a browser would (``retry``, ids, comments), and
-    ``events`` keeps every one received. It does not reconnect: an ended stream is a fact a
-    test may want to see (``ended``).
+    ``events`` keeps every one received; :meth:`text` is the body as received (comments,
+    fields and line ends included, or a refusal's message), for tests of the bytes on the
+    wire. It does not reconnect: an ended stream is a fact a test may want to see (``ended``).
     """
 
     def __init__(
@@ -212,6 +213,10 @@ class EventStream:
         self.events: list[Event] = []
         self.error: BaseException | None = None
         self._parser = SSEParser(last_event_id)
+        # The body as text (text()), decoded as the parser decodes it but by a decoder of
+        # its own: the parser drops a leading BOM and keeps no text once parsed.
+        self._text = ""
+        self._text_decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self._taken = 0
         self._ended = False
         self._closing = False
@@ -239,6 +244,7 @@ class EventStream:
         try:
             for chunk in chunks:
                 with self._cond:
+                    self._text += self._text_decoder.decode(chunk)
                     self.events += self._parser.feed(chunk)
                     self._cond.notify_all()
         except Exception as exc:  # the test is told through wait(); nothing to raise here
@@ -246,6 +252,8 @@ class EventStream:
                 self.error = exc
         finally:
             with self._cond:
+                # An incomplete character at the very end becomes U+FFFD.
+                self._text += self._text_decoder.decode(b"", final=True)
                 self._ended = True
                 self._cond.notify_all()
 
@@ -272,23 +280,20 @@ class EventStream:
         Raises :class:`StreamEnded` if the stream ends first, ``TimeoutError`` if they do not
         arrive in time; both say what did arrive.
         """
-        deadline = time.monotonic() + timeout
         with self._cond:
-            while len(self.events) - self._taken < count:
-                if self._ended:
-                    reason = f" ({self.error!r})" if self.error else ""
-                    raise StreamEnded(
-                        f"the stream {self.url} ended{reason} after "
-                        f"{len(self.events) - self._taken} of {count} events: "
-                        f"{self.events[self._taken :]!r}"
-                    )
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise TimeoutError(
-                        f"{len(self.events) - self._taken} of {count} events from {self.url} "
-                        f"within {timeout:g} s: {self.events[self._taken :]!r}"
-                    )
-                self._cond.wait(left)
+            self._until(
+                lambda: len(self.events) - self._taken >= count,
+                timeout,
+                timed_out=lambda: (
+                    f"{len(self.events) - self._taken} of {count} events from {self.url} "
+                    f"within {timeout:g} s: {self.events[self._taken :]!r}"
+                ),
+                ended=lambda: (
+                    f"the stream {self.url} ended{self._reason()} after "
+                    f"{len(self.events) - self._taken} of {count} events: "
+                    f"{self.events[self._taken :]!r}"
+                ),
+            )
             taken = self.events[self._taken : self._taken + count]
             self._taken += count
             return taken
@@ -299,16 +304,75 @@ class EventStream:
 
     def wait_ended(self, timeout: float = 5) -> list[Event]:
         """Wait until the server ends the stream; return the events not returned before."""
-        deadline = time.monotonic() + timeout
         with self._cond:
-            while not self._ended:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise TimeoutError(f"the stream {self.url} was still open after {timeout:g} s")
-                self._cond.wait(left)
+            self._until(
+                lambda: self._ended,
+                timeout,
+                timed_out=lambda: f"the stream {self.url} was still open after {timeout:g} s",
+            )
             taken = self.events[self._taken :]
             self._taken = len(self.events)
             return taken
+
+    def text(self) -> str:
+        """The body received so far, decoded as UTF-8 (invalid bytes become U+FFFD).
+
+        All of it, comments and line ends included: what :meth:`wait` does not show. A
+        character cut in two by the network is held back until its end arrives.
+        """
+        with self._cond:
+            return self._text
+
+    def wait_text(
+        self, predicate: Callable[[str], bool], timeout: float = 5, what: str = "the text"
+    ) -> str:
+        """Wait until ``predicate(text)`` holds for the body received so far; return that text.
+
+        ``predicate`` sees all of it each time (see :meth:`text`), independently of the
+        events :meth:`wait` has returned. Raises :class:`StreamEnded` if the stream ends first,
+        ``TimeoutError`` if it does not hold in time; both say ``what`` was awaited and show
+        the text received.
+        """
+        with self._cond:
+            self._until(
+                lambda: predicate(self._text),
+                timeout,
+                timed_out=lambda: (
+                    f"no {what} from {self.url} within {timeout:g} s; received: {self._text!r}"
+                ),
+                ended=lambda: (
+                    f"the stream {self.url} ended{self._reason()} before {what}; "
+                    f"received: {self._text!r}"
+                ),
+            )
+            return self._text
+
+    def wait_contains(self, needle: str, timeout: float = 5) -> str:
+        """Wait until the body received contains ``needle``; return it (see :meth:`wait_text`)."""
+        return self.wait_text(lambda text: needle in text, timeout, repr(needle))
+
+    def _until(
+        self,
+        done: Callable[[], bool],
+        timeout: float,
+        *,
+        timed_out: Callable[[], str],
+        ended: Callable[[], str] | None = None,
+    ) -> None:
+        """With the lock held, wait until ``done()``: raise ``TimeoutError(timed_out())`` after
+        ``timeout`` s, or, unless ``ended`` is None, ``StreamEnded(ended())`` once the stream
+        has ended without it."""
+        deadline = time.monotonic() + timeout
+        while not done():
+            if ended is not None and self._ended:
+                raise StreamEnded(ended())
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(timed_out())
+            self._cond.wait(left)
+
+    def _reason(self) -> str:
+        return f" ({self.error!r})" if self.error else ""
 
     def close(self) -> None:
         """Disconnect (idempotent)."""

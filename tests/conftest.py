@@ -21,8 +21,9 @@ from pathlib import Path
 import pytest
 import requests
 
-from grip_eventstream.sseclient import Event, SSEParser
-from tests.procs import Gunicorn, Pushpin, SSEReader, read_sse
+from grip_eventstream.sseclient import Event, EventStream, SSEParser
+from tests.gunicorn_process import Gunicorn
+from tests.pushpin_process import Pushpin
 
 # The fixtures the package offers its users, used here as a user's project would.
 pytest_plugins = ["grip_eventstream.testing"]
@@ -47,8 +48,8 @@ class Stack:
     def url(self) -> str:
         return self.pushpin.url
 
-    def stream(self, path: str, **kwargs) -> SSEReader:
-        return read_sse(self.pushpin.url + path, **kwargs)
+    def stream(self, path: str, **kwargs) -> EventStream:
+        return EventStream(self.pushpin.url + path, **kwargs)
 
     def send_via_app(self, channel: str, data: dict, count: int | None = None, type="message"):
         body: dict = {"channel": channel, "data": data, "type": type}
@@ -220,8 +221,8 @@ def events(text: str, *, skip=("stream-reset",)) -> list[Event]:
     return [e for e in SSEParser().feed(text) if e.type not in skip]
 
 
-def wait_events(reader: SSEReader, count: int, timeout: float = 10, **kwargs) -> list[Event]:
-    text = reader.wait_for(lambda t: len(events(t, **kwargs)) >= count, timeout, f"{count} events")
+def wait_events(reader: EventStream, count: int, timeout: float = 10, **kwargs) -> list[Event]:
+    text = reader.wait_text(lambda t: len(events(t, **kwargs)) >= count, timeout, f"{count} events")
     return events(text, **kwargs)
 
 

@@ -17,7 +17,7 @@ from grip_eventstream import PublishError, send_event
 from grip_eventstream.cursor import parse_cursor
 from grip_eventstream.models import Event
 from tests.conftest import ROOT, tally
-from tests.sseclient import ReconnectingClient
+from tests.reconnecting_client import ReconnectingClient
 
 pytestmark = pytest.mark.e2e
 

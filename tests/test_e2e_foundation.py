@@ -53,7 +53,7 @@ def test_direct_request_is_refused_at_once(stack):
 @pytest.mark.stack_env(GES_KEEP_ALIVE="1")
 def test_keep_alive_comments_arrive_on_a_quiet_stream(private_stack):
     with private_stack.stream("/stream/?channel=volatile-quiet") as reader:
-        text = reader.wait_for(lambda t: t.count(":\n\n") >= 2, timeout=10, what="keep-alives")
+        text = reader.wait_text(lambda t: t.count(":\n\n") >= 2, timeout=10, what="keep-alives")
     assert events(text) == []  # comments fire no event
 
 

@@ -522,7 +522,7 @@ def test_held_stream_survives_a_next_link_during_the_outage(pg_stack, postgres):
     channel = unique()
     with stack.stream(f"/stream/?channel={channel}") as reader:
         send(stack, channel, "0")
-        reader.wait_for(lambda text: len(events(text)) >= 1, 10, "event 0")
+        reader.wait_text(lambda text: len(events(text)) >= 1, 10, "event 0")
         wait_first_link(log)
 
         outage = log.mark()
@@ -541,7 +541,7 @@ def test_held_stream_survives_a_next_link_during_the_outage(pg_stack, postgres):
             send(stack, channel, str(n))  # before Pushpin fetches the link again
         wait_for(lambda: 200 in log.links(back), 15, "the next link answered", log=log.path)
         send(stack, channel, "3")  # fence: a repeat of anything earlier came before it
-        text = reader.wait_for(lambda text: len(events(text)) >= 4, 10, "events 1 to 3")
+        text = reader.wait_text(lambda text: len(events(text)) >= 4, 10, "events 1 to 3")
         assert not reader.ended, text
 
     assert [e.data for e in events(text)] == ["0", "1", "2", "3"], text

@@ -45,9 +45,11 @@ from grip_eventstream import get_presence, send_event
 from grip_eventstream.links import GONE_SALT
 from grip_eventstream.models import Event, PresenceStream
 from grip_eventstream.pushpin import version
+from grip_eventstream.sseclient import EventStream
 from tests import browser, presence_log
 from tests.conftest import ROOT, SIG_KEY, Stack, events, start_stack, wait_proxied
-from tests.procs import Gunicorn, Pushpin, SSEReader, read_sse
+from tests.gunicorn_process import Gunicorn
+from tests.pushpin_process import Pushpin
 
 pytestmark = pytest.mark.e2e
 
@@ -104,7 +106,7 @@ def stored_presence(channel: str) -> list[dict[str, Any]]:
     return [json.loads(data) for data in rows.values_list("data", flat=True)]
 
 
-def seen_presence(reader: SSEReader) -> list[dict[str, Any]]:
+def seen_presence(reader: EventStream) -> list[dict[str, Any]]:
     return [json.loads(e.data) for e in events(reader.text()) if e.type == "presence"]
 
 
@@ -130,7 +132,7 @@ def gone_token_stream(path: str) -> str | None:
         return None
 
 
-def saw_leaves(reader: SSEReader, count: int) -> bool:
+def saw_leaves(reader: EventStream, count: int) -> bool:
     """The last ``count`` presence events ``reader`` received are leaves."""
     actions = [e["action"] for e in seen_presence(reader)]
     return len(actions) >= count and set(actions[-count:]) == {"leave"}
@@ -497,7 +499,7 @@ def test_a_busy_stream_stays_counted(pstack):
             sent += 1
             assert members(channel) == {a: 1}, (sent, signals.summary(channel))
             time.sleep(0.2)  # the publishing rate
-        reader.wait_for(lambda text: f'"n": {sent - 1}}}' in text, 5, "every event")
+        reader.wait_text(lambda text: f'"n": {sent - 1}}}' in text, 5, "every event")
         assert len([e for e in events(reader.text()) if e.type == "message"]) == sent
         assert signals.summary(channel) == [("joined", a, 1, 1, None)]  # never joined again
     # Refreshed all along: the first fetch comes about 1 s after the subscribe, then one
@@ -787,7 +789,7 @@ def test_two_pushpins_and_two_apps_count_every_stream_and_remove_the_right_one(t
 
     with ExitStack() as closing:
         readers = [
-            closing.enter_context(read_sse(site.url + url, headers=cookie))
+            closing.enter_context(EventStream(site.url + url, headers=cookie))
             for site, (cookie, _) in zip(sites, users, strict=True)
         ]
         assert [r.status for r in readers] == [200] * 4

@@ -47,7 +47,8 @@ from grip_eventstream.pushpin import (
     free_ports,
     version,
 )
-from tests.procs import SSEReader, log_tail, read_sse
+from grip_eventstream.sseclient import EventStream
+from tests.procs import log_tail
 
 pytestmark = pytest.mark.e2e
 
@@ -280,14 +281,14 @@ def origin(module_origin: Origin) -> Iterator[Origin]:
 class Running:
     process: PushpinProcess
     workdir: Path
-    readers: list[SSEReader] = field(default_factory=list)
+    readers: list[EventStream] = field(default_factory=list)
 
     @property
     def url(self) -> str:
         return self.process.config.url
 
-    def stream(self, path: str, timeout: float = 5) -> SSEReader:
-        reader = read_sse(self.url + path, timeout=timeout)
+    def stream(self, path: str, timeout: float = 5) -> EventStream:
+        reader = EventStream(self.url + path, timeout=timeout)
         self.readers.append(reader)
         return reader
 
@@ -400,7 +401,7 @@ def test_id_format_reads_the_events_own_channel_one_behind_on_1_41(pushpin, orig
                 },
             }
         )
-    text = reader.wait_for(lambda t: t.count("data: ") >= 2, 5, "two events")
+    text = reader.wait_text(lambda t: t.count("data: ") >= 2, 5, "two events")
     ids = [line[4:] for line in text.splitlines() if line.startswith("id: ")]
     if is_141():
         assert ids == ["1/x", "2/x"]
@@ -470,7 +471,7 @@ def test_grip_feature_on_every_forwarded_request_lists_link_gone_on_1_41(pushpin
         {ch: None}, links=(f"<{base}/next>; rel=next",)
     )
     origin.routes[f"{base}/next"] = lambda seen: hold({ch: None}, body=b":next\n\n")
-    reader = read_sse(pushpin.url + f"{base}/stream", headers={"Grip-Feature": "forged"})
+    reader = EventStream(pushpin.url + f"{base}/stream", headers={"Grip-Feature": "forged"})
     pushpin.readers.append(reader)
     reader.wait_contains(OPEN.decode())
     pushpin.publish({"channel": ch, "formats": {"http-stream": {"action": "hint"}}})
@@ -700,7 +701,8 @@ def test_next_link_503_retries_and_keep_alives(pushpin, origin):
         chatty_result = f"no keep-alive in {silent:.2f} s, until the second retry"
     else:
         keep_alives = chatty_reader.text().count(KEEP_ALIVE.decode())
-        text = chatty_reader.wait_ended(8)
+        chatty_reader.wait_ended(8)
+        text = chatty_reader.text()
         attempts = origin.seen(f"/r/{chatty}/next")
         assert len(attempts) == 6  # the first request and RETRY_MAX retries
         took = attempts[-1].at - failed.at
@@ -748,7 +750,7 @@ def test_hold_response_body_over_100_kb(pushpin, origin, case, size):
     reader = pushpin.stream(f"{base}/stream")
     if mode == "stream" and (size <= 100_000 or not filters):
         assert reader.status == 200
-        reader.wait_for(lambda t: len(t) >= size, 5, f"{size} bytes")
+        reader.wait_text(lambda t: len(t) >= size, 5, f"{size} bytes")
         received_at = time.monotonic()
         # Held: a publish reaches the stream. Over 100 KB without build-id, Pushpin's proxy
         # sends the body itself and hands the request to the handler afterwards: publishes
@@ -756,7 +758,7 @@ def test_hold_response_body_over_100_kb(pushpin, origin, case, size):
         for n in range(50):
             pushpin.publish({"channel": ch, "formats": {"http-stream": {"content": f":{n}\n\n"}}})
             with contextlib.suppress(TimeoutError):
-                text = reader.wait_for(lambda t: t.endswith("\n\n"), 0.1, "a publish")
+                text = reader.wait_text(lambda t: t.endswith("\n\n"), 0.1, "a publish")
                 break
         else:
             raise AssertionError(f"no publish reached the stream: {reader.text()[-100:]!r}")
@@ -769,7 +771,8 @@ def test_hold_response_body_over_100_kb(pushpin, origin, case, size):
             f"#{first}, {took:.2f} s after the body"
         )
     else:
-        text = reader.wait_ended(5)
+        reader.wait_ended(5)
+        text = reader.text()
         assert reader.status == 502, (reader.status, text[:200])
         assert text == "Error while proxying to origin.\n"
         measured(f"(big) {case} {size} bytes: 502 {text!r}")
@@ -794,7 +797,8 @@ def test_stream_request_answered_with_an_error(pushpin, origin, case):
         pushpin.publish({"channel": ch, "formats": {"http-stream": {"content": ":live\n\n"}}})
         text = reader.wait_contains(":live")
     else:
-        text = reader.wait_ended(5)
+        reader.wait_ended(5)
+        text = reader.text()
         if case == "500":
             assert (reader.status, text) == (500, "boom\n")
         else:

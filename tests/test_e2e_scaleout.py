@@ -10,8 +10,10 @@ import pytest
 
 from grip_eventstream import get_current_event_id, send_event
 from grip_eventstream.exceptions import PublishError
+from grip_eventstream.sseclient import EventStream
 from tests.conftest import ROOT, SIG_KEY, wait_events, wait_proxied
-from tests.procs import Gunicorn, Pushpin, read_sse
+from tests.gunicorn_process import Gunicorn
+from tests.pushpin_process import Pushpin
 
 pytestmark = pytest.mark.e2e
 
@@ -72,7 +74,7 @@ def test_every_proxy_delivers_and_a_stopped_one_is_named(two_pushpins):
     first, second = two_pushpins
     channel = unique()
     url = f"/stream/?channel={channel}"
-    with read_sse(first.url + url) as on_first, read_sse(second.url + url) as on_second:
+    with EventStream(first.url + url) as on_first, EventStream(second.url + url) as on_second:
         send_event(channel, "message", {"n": 0})
         assert numbers(wait_events(on_first, 1)) == [0]
         assert numbers(wait_events(on_second, 1)) == [0]
@@ -92,7 +94,7 @@ def test_every_proxy_delivers_and_a_stopped_one_is_named(two_pushpins):
     # The stopped proxy comes back: its client resumes with its Last-Event-ID.
     first.start()
     wait_proxied(first.url + "/stream/?channel=volatile-ready", want_status=200)
-    with read_sse(first.url + url, headers={"Last-Event-ID": last_on_first}) as again:
+    with EventStream(first.url + url, last_event_id=last_on_first) as again:
         send_event(channel, "message", {"n": 3})
         assert numbers(wait_events(again, 3)) == [1, 2, 3]  # nothing lost or repeated
 
@@ -132,15 +134,15 @@ def test_two_app_servers_behind_one_route_give_the_same_streams(two_apps):
     for n in range(5):
         send_event(channel, "message", {"n": n})
     url = f"{pushpin.url}/stream/?channel={channel}"
-    with read_sse(f"{url}&lastEventId={cursor}") as reader:
+    with EventStream(f"{url}&lastEventId={cursor}") as reader:
         assert numbers(wait_events(reader, 5)) == [0, 1, 2, 3, 4]
-    with read_sse(url) as reader:  # opened on the first server
+    with EventStream(url) as reader:  # opened on the first server
         one.stop()
         # A stored but unpublished event: its gap is repaired by a next link on the second.
         DjangoModelStorage().append_event(channel, "message", json.dumps({"n": 5}), 3600)
         send_event(channel, "message", {"n": 6})
         assert numbers(wait_events(reader, 2, timeout=15)) == [5, 6]
-    with read_sse(f"{url}&lastEventId={cursor}") as reader:  # a replay on the second
+    with EventStream(f"{url}&lastEventId={cursor}") as reader:  # a replay on the second
         assert numbers(wait_events(reader, 7)) == [0, 1, 2, 3, 4, 5, 6]
     served = [g.log_path.read_text().count(f"channel={channel}") for g in (one, two)]
     links = two.log_path.read_text().count("/_link/")

@@ -1,4 +1,5 @@
-"""Tests of the process harness in tests/procs.py (real Pushpin and gunicorn, no Django)."""
+"""Tests of the process harness: tests/procs.py, tests/pushpin_process.py and
+tests/gunicorn_process.py (real Pushpin and gunicorn, no Django)."""
 
 from __future__ import annotations
 
@@ -13,18 +14,11 @@ from pathlib import Path
 import pytest
 import requests
 
+from grip_eventstream.sseclient import EventStream
 from tests.conftest import wait_proxied
-from tests.procs import (
-    PUSHPIN_SERVICES,
-    Gunicorn,
-    Pushpin,
-    free_port,
-    free_ports,
-    pid_alive,
-    processes_mentioning,
-    read_sse,
-    wait_for,
-)
+from tests.gunicorn_process import Gunicorn
+from tests.procs import free_port, free_ports, pid_alive, processes_mentioning, wait_for
+from tests.pushpin_process import PUSHPIN_SERVICES, Pushpin
 
 pytestmark = pytest.mark.e2e
 
@@ -70,7 +64,7 @@ def pushpin(app: Gunicorn, tmp_path: Path) -> Iterator[Pushpin]:
 def assert_streams_through(proxy: Pushpin) -> None:
     # Pushpin's readiness probe can pass before proxied streams work (see conftest.wait_proxied).
     wait_proxied(proxy.url + "/", want_status=200)
-    with read_sse(proxy.url + "/") as reader:
+    with EventStream(proxy.url + "/") as reader:
         assert reader.status == 200
         assert reader.headers["Content-Type"] == "text/event-stream"
         assert "Grip-Hold" not in reader.headers
@@ -129,7 +123,7 @@ def start_time(pid: int) -> str | None:
 
 
 def test_kill_leaves_no_process_and_restart_reuses_the_ports(pushpin: Pushpin) -> None:
-    with read_sse(pushpin.url + "/") as reader:
+    with EventStream(pushpin.url + "/") as reader:
         reader.wait_contains("data: x")
         services = {pid: start_time(pid) for pid in pushpin.child_pids().values()}
         ports = (pushpin.http_port, pushpin.control_port)
@@ -152,7 +146,7 @@ def test_kill_leaves_no_process_and_restart_reuses_the_ports(pushpin: Pushpin) -
 def test_restart_with_streams_open(pushpin: Pushpin, crash: bool) -> None:
     # Used connections (a stream, a publish) leave sockets in TIME_WAIT on the old ports.
     assert_streams_through(pushpin)
-    with read_sse(pushpin.url + "/") as reader:
+    with EventStream(pushpin.url + "/") as reader:
         reader.wait_contains("data: x")
         pushpin.restart(crash=crash)
         reader.wait_ended()
@@ -210,7 +204,8 @@ ORPHAN_SCRIPT = """\
 import os, sys, time
 from pathlib import Path
 sys.path.insert(0, {repo!r})
-from tests.procs import Gunicorn, Pushpin
+from tests.gunicorn_process import Gunicorn
+from tests.pushpin_process import Pushpin
 workdir = Path({workdir!r})
 (workdir / "gripapp.py").write_text({app!r})
 server = Gunicorn("gripapp:application", workdir, cwd=workdir, env={{}}, workers=1).start()

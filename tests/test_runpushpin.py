@@ -29,8 +29,10 @@ from grip_eventstream.pushpin import (
     services_for,
     version,
 )
+from grip_eventstream.sseclient import EventStream
 from tests.conftest import ROOT, SIG_KEY, wait_events
-from tests.procs import Gunicorn, free_ports, processes_mentioning, read_sse, wait_for
+from tests.gunicorn_process import Gunicorn
+from tests.procs import free_ports, processes_mentioning, wait_for
 
 
 @pytest.mark.parametrize(
@@ -309,7 +311,7 @@ def test_runpushpin_streams_and_stops_on_ctrl_c(app, ports):
     http = ports[0]
     try:
         # Pushpin signs with GRIP_URL's key, which the app verifies.
-        with read_sse(f"http://127.0.0.1:{http}/stream/?channel=runpushpin") as reader:
+        with EventStream(f"http://127.0.0.1:{http}/stream/?channel=runpushpin") as reader:
             assert reader.status == 200
             send_event("runpushpin", "message", {"n": 1})
             assert [e.data for e in wait_events(reader, 1)] == ['{"n": 1}']

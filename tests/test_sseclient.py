@@ -1,9 +1,13 @@
-"""The test kit's SSE parser against the WHATWG spec and web-platform-tests eventsource/format-*.
+"""The test kit's SSE parser against the WHATWG spec and web-platform-tests eventsource/format-*,
+and its ``EventStream`` against a scripted local server and the real Pushpin + gunicorn.
 
 Cases marked "WPT" follow the stream and expectations of the named web-platform-tests file.
 """
 
+import threading
 import uuid
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
@@ -299,6 +303,124 @@ def test_trailing_event_with_single_line_end_not_dispatched():
 def test_str_and_bytes_chunks_mix():
     _, events = parse("data: a", b"\xc3\xa9", "\n", b"\n")
     assert events == [message("a\u00e9")]
+
+
+# --- EventStream's text, against a scripted local server -----------------------------------
+
+# What a path answers: the status, then the body's pieces, each sent at once as a chunk (as
+# Pushpin sends a stream); a threading.Event in between holds the rest back until the test
+# sets it. The last chunk ends the stream.
+Script = list[bytes | threading.Event]
+
+
+class _ScriptedHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: "_ScriptedServer"
+
+    def do_GET(self) -> None:
+        status, script = self.server.scripts[self.path]
+        self.send_response(status)
+        self.send_header("Content-Type", "text/event-stream" if status == 200 else "text/plain")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        for step in script:
+            if isinstance(step, threading.Event):
+                step.wait(10)
+            else:
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(step), step))
+        self.wfile.write(b"0\r\n\r\n")
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+class _ScriptedServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self) -> None:
+        self.scripts: dict[str, tuple[int, Script]] = {}
+        super().__init__(("127.0.0.1", 0), _ScriptedHandler)
+
+    def serve(self, path: str, *script: bytes | threading.Event, status: int = 200) -> str:
+        """The URL of ``path``, which answers with ``script``."""
+        self.scripts[path] = (status, list(script))
+        return f"http://127.0.0.1:{self.server_address[1]}{path}"
+
+
+@pytest.fixture
+def scripted() -> Iterator[_ScriptedServer]:
+    server = _ScriptedServer()
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        for _, script in server.scripts.values():
+            for step in script:
+                if isinstance(step, threading.Event):
+                    step.set()
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
+def test_text_is_the_body_as_received_beside_the_parsed_events(scripted):
+    body = "\ufeff:hello\r\nid: 7\r\ndata: a\r\n\r\n:kal\n\nevent: t\rdata: b\r\r"
+    with EventStream(scripted.serve("/s", body.encode())) as stream:
+        assert stream.wait(2) == [message("a", "7"), message("b", "7", type="t")]
+        stream.wait_ended()
+        # BOM, comments, fields and every line end, none of which the events show.
+        assert stream.text() == body
+
+
+def test_text_holds_back_a_character_split_between_reads(scripted):
+    gate = threading.Event()
+    url = scripted.serve("/s", b"data: caf\xc3", gate, b"\xa9\n\n")
+    with EventStream(url) as stream:
+        assert stream.wait_contains("caf") == "data: caf"
+        assert stream.text() == "data: caf"  # no U+FFFD for half a character
+        gate.set()
+        assert stream.next().data == "caf\u00e9"
+        assert stream.text() == "data: caf\u00e9\n\n"
+
+
+def test_text_replaces_invalid_utf8_and_a_character_cut_by_the_end(scripted):
+    with EventStream(scripted.serve("/s", b"data: a\xffb\n\ndata: \xe2\x82")) as stream:
+        assert stream.wait_ended() == [message("a\ufffdb")]
+        assert stream.text() == "data: a\ufffdb\n\ndata: \ufffd"
+
+
+def test_wait_text_sees_the_whole_body_whatever_wait_took(scripted):
+    gate = threading.Event()
+    url = scripted.serve("/s", b"data: 1\n\n", gate, b":note\n\ndata: 2\n\n")
+    with EventStream(url) as stream:
+        assert stream.next().data == "1"
+        gate.set()
+        text = stream.wait_text(lambda t: t.count("data:") == 2, what="two events")
+        assert text == "data: 1\n\n:note\n\ndata: 2\n\n"
+        assert stream.wait_contains(":note") == text
+        assert stream.next().data == "2"  # wait_text took no event
+
+
+def test_wait_text_timeout_says_what_and_shows_the_text(scripted):
+    gate = threading.Event()
+    with EventStream(scripted.serve("/s", b":open\n\n", gate)) as stream:
+        stream.wait_contains(":open")
+        with pytest.raises(TimeoutError, match=r"no 'x' from http://\S+/s within 0.2 s; .*:open"):
+            stream.wait_contains("x", timeout=0.2)
+        with pytest.raises(TimeoutError, match="no five events from"):
+            stream.wait_text(lambda t: False, timeout=0.1, what="five events")
+        assert not stream.ended
+
+
+def test_wait_text_raises_stream_ended_when_the_stream_ends_first(scripted):
+    with EventStream(scripted.serve("/s", b"refused", status=403)) as stream:
+        assert stream.status == 403
+        with pytest.raises(StreamEnded, match=r"ended before 'allowed'; received: 'refused'"):
+            stream.wait_contains("allowed", timeout=5)
+        # What was awaited and has arrived is returned even after the end.
+        assert stream.wait_contains("refused", timeout=0) == "refused"
+        assert stream.events == []
 
 
 # --- EventStream, the test kit's client, against the real Pushpin + gunicorn ---------------
