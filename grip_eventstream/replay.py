@@ -58,7 +58,9 @@ class StoredEvent:
     order: int  # a total order across channels, consistent with commit order per channel
 
 
-class EventSource(Protocol):
+class EventHistory(Protocol):
+    """Where a replay reads the events a client missed (the storage)."""
+
     def get_events(self, channel: str, after: int, limit: int) -> list[StoredEvent]:
         """Up to ``limit`` events of ``channel`` with seq > ``after``, in seq order."""
 
@@ -141,7 +143,7 @@ def resolve_positions(request: ReplayRequest) -> tuple[dict[str, int], dict[str,
     return positions, resets
 
 
-def plan(request: ReplayRequest, source: EventSource) -> Replay:
+def plan(request: ReplayRequest, source: EventHistory) -> Replay:
     """Rules 1 to 3: the positions after this page, the resets, and the page's body."""
     positions, resets = resolve_positions(request)
     streams: list[Iterator[StoredEvent]] = []
@@ -184,7 +186,7 @@ def plan(request: ReplayRequest, source: EventSource) -> Replay:
     return replay
 
 
-def _read(source: EventSource, channel: str, after: int, until: int) -> Iterator[StoredEvent]:
+def _read(source: EventHistory, channel: str, after: int, until: int) -> Iterator[StoredEvent]:
     """The events of ``channel`` in ``after < seq <= until``, read a chunk at a time."""
     while after < until:
         events = source.get_events(channel, after, min(CHUNK, until - after))

@@ -149,7 +149,7 @@ def outage(*, link: bool, spread: int, choose: Callable[[int, int], int]) -> Ans
 def answer(
     request: StreamRequest,
     storage_state: tuple[str, Mapping[str, int]] | None,
-    events: replay.EventSource,
+    events: replay.EventHistory,
     link_url: Callable[[LinkState], str],
     new_nonce: Callable[[], str],
 ) -> Answer:
