@@ -38,6 +38,7 @@ def test_an_inbox_is_private(client, eventstream_pushpin):
     alice = User.objects.create_user("alice")
     with eventstream_pushpin.stream(f"/stream/?channel=inbox-{alice.pk}") as stream:
         assert stream.status == 403
+        assert "Permission denied" in stream.wait_contains("anonymous users", timeout=10)
     client.force_login(alice)
     with eventstream_pushpin.stream(f"/stream/?channel=inbox-{alice.pk}", client=client) as stream:
         client.post("/comments/", {"text": "mine"})
