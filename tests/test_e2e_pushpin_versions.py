@@ -47,7 +47,7 @@ from grip_eventstream.pushpin import (
     free_ports,
     version,
 )
-from grip_eventstream.sseclient import EventStream
+from grip_eventstream.sseclient import EventStream, StreamEnded
 from tests.procs import log_tail
 
 pytestmark = pytest.mark.e2e
@@ -414,13 +414,8 @@ def test_id_format_reads_the_events_own_channel_one_behind_on_1_41(pushpin, orig
 # (b) which filters a next-link response's body goes through
 
 
-def test_next_link_bodies_are_filtered_by_the_old_hold_on_1_36_and_their_own_on_1_41(
-    pushpin, origin
-):
-    """Four responses in a row, each body carrying '%%' (build-id makes it '%').
-
-    h0 (filtered hold) -> p1 (page: no hold) -> h2 (filtered hold) -> h3 (unfiltered hold).
-    """
+def _four_bodies(pushpin: Running, origin: Origin) -> tuple[str, str]:
+    """Runs (b)'s four responses on a fresh channel; its path and the text received."""
     ch = unique("b")
     base = f"/b/{ch}"
     meta = "fixed"  # build-id needs an id format; these bodies have no %I
@@ -444,7 +439,26 @@ def test_next_link_bodies_are_filtered_by_the_old_hold_on_1_36_and_their_own_on_
     reader = pushpin.stream(f"{base}/h0")
     reader.wait_contains(":h2", timeout=5)
     pushpin.publish({"channel": ch, "formats": {"http-stream": {"action": "hint"}}})
-    text = reader.wait_contains(":h3", timeout=5)
+    return base, reader.wait_contains(":h3", timeout=5)
+
+
+def test_next_link_bodies_are_filtered_by_the_old_hold_on_1_36_and_their_own_on_1_41(
+    pushpin, origin
+):
+    """Four responses in a row, each body carrying '%%' (build-id makes it '%').
+
+    h0 (filtered hold) -> p1 (page: no hold) -> h2 (filtered hold) -> h3 (unfiltered hold).
+    """
+    try:
+        base, text = _four_bodies(pushpin, origin)
+    except StreamEnded as exc:
+        # Once, in a full run under load, Pushpin 1.36 cut this stream right after h0's
+        # body (the client saw the connection end mid-chunk; the origin had no error). A
+        # client reconnects with its Last-Event-ID then, so nothing is lost; the filtering
+        # measured here is another question, so the scenario starts once more, afresh, and
+        # the cut is reported with Pushpin's log.
+        measured(f"(b) stream cut before the second hold, run again: {exc}\n{pushpin.log()}")
+        base, text = _four_bodies(pushpin, origin)
     bodies = [line for line in text.splitlines() if line]
     assert bodies[0] == ":h0 %"  # a first hold's body: its own filters, on both
     if is_141():
