@@ -35,7 +35,6 @@ import argparse
 import asyncio
 import json
 import math
-import os
 import re
 import resource
 import socket
@@ -51,8 +50,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.procs import Gunicorn, Pushpin  # noqa: E402
-from bench.run import SIG_KEY, _pg_available, bench_database  # noqa: E402
+from bench.run import _pg_available, bench_database, bench_stack  # noqa: E402
 
 CHANNEL = "fan"
 BATCH = 50  # subscriptions opened at once
@@ -309,22 +307,7 @@ def main() -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (need, hard))
     started = time.monotonic()
     with bench_database(args.db, "fanout", keep=args.keep) as workdir:
-        gunicorn = Gunicorn(
-            "bench.project.wsgi:application",
-            workdir,
-            cwd=ROOT,
-            env={"DJANGO_SETTINGS_MODULE": "bench.project.settings", "PYTHONPATH": str(ROOT)},
-            workers=2,
-        )
-        pushpin = Pushpin(gunicorn.address, workdir, sig_key=SIG_KEY)
-        grip_url = f"{pushpin.control_url}?iss=pushpin&key={SIG_KEY}"
-        os.environ["GRIP_URL"] = gunicorn.env["GRIP_URL"] = grip_url
-        import django
-
-        django.setup()
-        from django.core.management import call_command
-
-        call_command("migrate", verbosity=0)
+        gunicorn, pushpin = bench_stack(workdir, workers=2)
         fanout = Fanout(pushpin.http_port)
         try:
             pushpin.start()

@@ -37,6 +37,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -150,7 +151,10 @@ def _pg_admin(sql: str) -> None:
         conn.execute(sql)
 
 
-def measure(workdir: Path, rounds: int) -> dict[str, float]:
+def bench_stack(workdir: Path, *, workers: int = 1, threads: int = 1) -> tuple[Any, Any]:
+    """gunicorn serving bench/project and a Pushpin in front of it (bench.procs), not yet
+    started; GRIP_URL names that Pushpin in this process and in gunicorn's, and Django is set
+    up here with the database migrated."""
     from bench.procs import Gunicorn, Pushpin
 
     gunicorn = Gunicorn(
@@ -158,8 +162,8 @@ def measure(workdir: Path, rounds: int) -> dict[str, float]:
         workdir,
         cwd=ROOT,
         env={"DJANGO_SETTINGS_MODULE": "bench.project.settings", "PYTHONPATH": str(ROOT)},
-        workers=1,
-        threads=1,
+        workers=workers,
+        threads=threads,
     )
     pushpin = Pushpin(gunicorn.address, workdir, sig_key=SIG_KEY)
     grip_url = f"{pushpin.control_url}?iss=pushpin&key={SIG_KEY}"
@@ -171,6 +175,11 @@ def measure(workdir: Path, rounds: int) -> dict[str, float]:
     from django.core.management import call_command
 
     call_command("migrate", verbosity=0)
+    return gunicorn, pushpin
+
+
+def measure(workdir: Path, rounds: int) -> dict[str, float]:
+    gunicorn, pushpin = bench_stack(workdir)
     fill()
     try:
         pushpin.start()

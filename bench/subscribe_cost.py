@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -39,7 +38,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.profile import per_call, wsgi_caller  # noqa: E402
-from bench.run import SIG_KEY, bench_database, cursor_behind, timed_get  # noqa: E402
+from bench.run import SIG_KEY, bench_database, bench_stack, cursor_behind, timed_get  # noqa: E402
 
 RUNGS = 6
 
@@ -68,29 +67,10 @@ def main() -> None:
 
 
 def child(db: str, rounds: int) -> dict[str, Any]:
-    from bench.procs import Gunicorn, Pushpin
-
     with bench_database(db, "cost") as workdir:
-        gunicorn = Gunicorn(
-            "bench.project.wsgi:application",
-            workdir,
-            cwd=ROOT,
-            env={"DJANGO_SETTINGS_MODULE": "bench.project.settings", "PYTHONPATH": str(ROOT)},
-            workers=1,
-            threads=1,
-        )
-        pushpin = Pushpin(gunicorn.address, workdir, sig_key=SIG_KEY)
-        os.environ["GRIP_URL"] = gunicorn.env["GRIP_URL"] = (
-            f"{pushpin.control_url}?iss=pushpin&key={SIG_KEY}"
-        )
-        import django
-
-        django.setup()
-        from django.core.management import call_command
-
+        gunicorn, pushpin = bench_stack(workdir)
         from grip_eventstream.storage import DjangoModelStorage
 
-        call_command("migrate", verbosity=0)
         DjangoModelStorage().append_events(
             [("live", "message", json.dumps({"n": n, "pad": "x" * 100})) for n in range(100)],
             {"live": 86400},
