@@ -149,6 +149,9 @@ def test_gunicorn_worker_killed_during_send_event(private_stack):
     assert_exactly_once_in_order(figures)
 
 
+# The writers (up to a minute under load) and the wait below, which outlasts the link
+# timeout: more than the suite's 120 s per test.
+@pytest.mark.timeout(300)
 def test_eight_writer_processes_on_one_new_channel(stack, test_db_name):
     channel = unique("load")  # a new channel: the first writes race to create its counter
     url = f"{stack.url}/stream/?channel={channel}"
