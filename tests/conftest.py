@@ -11,6 +11,7 @@ import itertools
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -71,6 +72,15 @@ class Stack:
     def stop(self) -> None:
         self.pushpin.stop()
         self.gunicorn.stop()
+
+
+def pytest_configure(config) -> None:
+    # A shell without job control starts background commands with SIGINT ignored, and
+    # every program started from here would inherit that: the tests that stop runpushpin
+    # with Ctrl-C (SIGINT) must work whoever runs the suite. A handler, unlike an ignored
+    # signal, is not inherited across exec.
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def start_stack(
