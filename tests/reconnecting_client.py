@@ -106,7 +106,14 @@ class ReconnectingClient:
                 if left <= 0:
                     raise TimeoutError(
                         f"no {what} within {timeout} s; got {len(self.events)} events: "
-                        f"{[(e.type, e.data[:40]) for e in self.events[-5:]]} (last 5)"
+                        f"{[(e.type, e.data[:40]) for e in self.events[-5:]]} (last 5); "
+                        f"{self.connections} connections, last event id "
+                        f"{self.last_event_id!r}"
+                        + (
+                            ""
+                            if self.failed_status is None
+                            else f", gave up on a {self.failed_status} answer"
+                        )
                     )
                 self._cond.wait(left)
             return list(self.events)

@@ -444,8 +444,6 @@ def test_two_tabs_of_one_user_and_one_of_another(pstack, driver):
     report("two users, three streams", figures)
 
 
-
-
 @pytest.mark.browser
 @needs_browser
 def test_the_library_clients_status_probe_is_not_a_presence_stream(pstack, driver):
