@@ -84,6 +84,8 @@ class Answer:
     status: int = 200
 
 
+# The link timeout of a next-link answer that carried missed events (see answer()).
+SETTLE_LINK_TIMEOUT = 3
 # Seconds a next-link token outlives the link timeout (see link_max_age).
 LINK_MARGIN = 60
 # Pushpin's link timeout when the Grip-Link header gives none (EVENTSTREAM_LINK_TIMEOUT = 0).
@@ -175,14 +177,16 @@ def answer(
     )
     gone = None if request.gone_url is None else f"<{request.gone_url}>; rel=gone"
 
-    def hold(id_format: str | None = None) -> dict[str, str]:
+    def hold(
+        id_format: str | None = None, link_timeout: int = request.link_timeout
+    ) -> dict[str, str]:
         headers = grip.hold_headers(
             subscriptions,
             keep_alive=request.keep_alive,
             id_format=id_format,
             user=None if request.user_pk is None else grip.user_meta(request.user_pk),
             link=link_url(state),
-            link_timeout=request.link_timeout,
+            link_timeout=link_timeout,
         )
         return _with_gone(headers, gone)
 
@@ -230,7 +234,16 @@ def answer(
         headers = _with_gone({"Grip-Link": grip.link_header(link_url(page))}, gone)
         return Answer(body, headers, holds=False, filtered=filtered)
     subscriptions += [grip.Subscription(c, str(result.positions[c])) for c in reliable]
-    return Answer(body, hold(buildid.id_format(epoch, reliable)), True, filtered)
+    link_timeout = request.link_timeout
+    if link is not None and result.events:
+        # A next link that found missed events repaired a gap, or read a batch published
+        # as a hint (grip.with_hints), while other sends may still be landing: a hint
+        # that reaches Pushpin during this fetch is dropped (it cannot follow the new
+        # hold's prev-id), and its events may have been committed after this read. The
+        # link is fetched again shortly, and the fetch that finds nothing new restores
+        # the usual timeout.
+        link_timeout = min(link_timeout or PUSHPIN_LINK_TIMEOUT, SETTLE_LINK_TIMEOUT)
+    return Answer(body, hold(buildid.id_format(epoch, reliable), link_timeout), True, filtered)
 
 
 def forbidden(user_pk: str | None, denied: Sequence[str], *, filtered: bool) -> Answer:

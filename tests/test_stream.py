@@ -8,6 +8,7 @@ Pushpins.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 
 import pytest
@@ -131,6 +132,27 @@ def test_a_page_link_resumes_from_its_cursor_not_grip_last(memory):
     link = LinkState(("a",), None, resume=resume_from(3), nonce="n")
     request = StreamRequest(["a"], ["a"], None, link=link, grip_last="a; last-id=0")
     assert data_received(answer(memory, request)) == ["3 is 50% off", "4 is 50% off"]
+
+
+def _link_timeout(response: stream.Answer) -> int | None:
+    params = dict(p.split("=", 1) for p in response.headers["Grip-Link"].split("; ")[1:])
+    return int(params["timeout"]) if "timeout" in params else None
+
+
+@pytest.mark.parametrize(("configured", "settled"), [(120, 3), (2, 2), (0, 3)])
+def test_a_next_link_that_found_events_is_fetched_again_shortly(memory, configured, settled):
+    link = LinkState(("a",), None, filtered=True)
+    found = StreamRequest(
+        ["a"], ["a"], None, link=link, grip_last="a; last-id=3", link_timeout=configured
+    )
+    assert data_received(answer(memory, found)) == ["3 is 50% off", "4 is 50% off"]
+    assert _link_timeout(answer(memory, found)) == settled
+    nothing_new = dataclasses.replace(found, grip_last="a; last-id=5")
+    assert data_received(answer(memory, nothing_new)) == []
+    assert _link_timeout(answer(memory, nothing_new)) == (configured or None)
+    # A subscribe's replay is no repair: the usual timeout.
+    subscribe = StreamRequest(["a"], ["a"], None, cursor=resume_from(3), link_timeout=configured)
+    assert _link_timeout(answer(memory, subscribe)) == (configured or None)
 
 
 def test_only_a_subscribe_opens_with_the_retry(memory):
