@@ -58,6 +58,9 @@ def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gunicorn]:
 @pytest.fixture
 def pushpin(app: Gunicorn, tmp_path: Path) -> Iterator[Pushpin]:
     with Pushpin(app.address, tmp_path / "pushpin") as proxy:
+        # Ready by its own probe, which does not go through zurl: a first proxied stream
+        # opened at once was seen to hang past its 10 s timeout in a loaded run.
+        wait_proxied(proxy.url + "/", want_status=200)
         yield proxy
 
 
