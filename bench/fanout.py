@@ -43,7 +43,7 @@ import struct
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -250,7 +250,7 @@ def run(fanout: Fanout, control_url: str, rounds: int, per_round: int) -> dict[s
     return {"figures": figures, "sent": range(first, number)}
 
 
-def check(fanout: Fanout, sent: Sequence[int], links: int) -> list[str]:
+def check(fanout: Fanout, sent: range, links: int) -> list[str]:
     expected = set(sent)
     missing = sum(len(expected - client.got.keys()) for client in fanout.clients)
     repeats = sum(client.repeats for client in fanout.clients)

@@ -90,10 +90,7 @@ def send_events(
     As :func:`send_event` for each, but every event is checked before any is stored, the
     stored ones are written in one transaction (a batch per channel), and the publish is
     one request per proxy for all of them. The batch is all or nothing: when any event
-    is refused, or the database fails, none is stored and none is published. More than
-    ``grip.MAX_ITEMS_PER_CHANNEL`` (50) stored events of one channel are published as one
-    hint, and each stream reads them from its next link (see "Batches and bursts" in the
-    reliable-delivery docs).
+    is refused, or the database fails, none is stored and none is published.
     """
     checked = []
     for channel, event_type, data in events:

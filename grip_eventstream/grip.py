@@ -9,7 +9,6 @@ import base64
 import functools
 import re
 import unicodedata
-from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from urllib.parse import quote
@@ -258,34 +257,3 @@ def hint_item(pushpin_name: str) -> dict[str, object]:
     A hint carries no id: with ids it would announce a lost event, not ask for a check.
     """
     return {"channel": pushpin_name, "formats": {"http-stream": {"action": "hint"}}}
-
-
-# Pushpin (1.36 and 1.41 alike) silently drops the items of a channel beyond 100 that
-# arrive ahead of a missing one (its sequencer's CHANNEL_PENDING_MAX), and beyond 100
-# waiting to be written to one stream (PUBLISH_QUEUE_MAX). A drop in the middle of a burst
-# is repaired at the next item, whose prev-id shows the gap; a drop at its end is not, until
-# the stream's link timeout, and Pushpin puts a stream that had deliveries back by one more
-# period. So no publish carries more items of one channel than this: a longer run goes as
-# one hint, and each stream reads it from its next link, as a replay. Half of Pushpin's
-# limit leaves room for the items of other publishes in flight.
-MAX_ITEMS_PER_CHANNEL = 50
-
-
-def with_hints(items: Sequence[dict[str, object]]) -> list[dict[str, object]]:
-    """``items`` as one publish should carry them: a channel's items with ids (stored
-    events), when more than :data:`MAX_ITEMS_PER_CHANNEL`, become one hint at the place of
-    the last of them. Other items, and the order of everything else, are kept."""
-    counts = Counter(item["channel"] for item in items if "id" in item)
-    left = {channel: n for channel, n in counts.items() if n > MAX_ITEMS_PER_CHANNEL}
-    if not left:
-        return list(items)
-    published = []
-    for item in items:
-        channel = item["channel"]
-        if channel in left and "id" in item:
-            left[channel] -= 1
-            if left[channel] == 0:
-                published.append(hint_item(str(channel)))
-            continue
-        published.append(item)
-    return published

@@ -36,7 +36,6 @@ import requests
 import urllib3
 from django.core.exceptions import ImproperlyConfigured
 
-from . import grip
 from .exceptions import PublishError
 from .proxies import ProxyConfig, control_auth_header
 
@@ -204,14 +203,8 @@ class Publisher:
     def publish(self, items: Sequence[dict[str, object]], *, channel: str = "") -> None:
         """Send ``items`` to every proxy; raise PublishError naming each one that failed.
 
-        A channel's run of stored events too long for Pushpin to keep whole goes as one
-        hint (:func:`grip.with_hints`). Raises ImproperlyConfigured when no proxy is
-        configured.
+        Raises ImproperlyConfigured when no proxy is configured.
         """
-        self.post(grip.with_hints(items), channel=channel)
-
-    def post(self, items: Sequence[dict[str, object]], *, channel: str = "") -> None:
-        """:meth:`publish` for items already passed through :func:`grip.with_hints`."""
         self.check_configured()
         if not items:
             return
@@ -285,9 +278,7 @@ class BackgroundPublisher:
                 self._thread.start()
             work = self._queue
         try:
-            # Each call's own runs: the thread merges many calls into one POST, and a
-            # channel with a steady flow of single events must keep its live items.
-            work.put_nowait((grip.with_hints(items), channel))
+            work.put_nowait((items, channel))
         except queue.Full:
             logger.error(
                 "send_event(async_publish=True): the background queue is full (%d batches); "
@@ -323,7 +314,7 @@ class BackgroundPublisher:
                 items.extend(more)
                 channels.add(more_channel)
             try:
-                self.publisher.post(items, channel=", ".join(sorted(channels)))
+                self.publisher.publish(items, channel=", ".join(sorted(channels)))
             except PublishError as exc:
                 logger.error("send_event(async_publish=True) could not publish: %s", exc)
             except Exception:  # the thread must survive anything to serve later events

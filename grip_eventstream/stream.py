@@ -236,12 +236,11 @@ def answer(
     subscriptions += [grip.Subscription(c, str(result.positions[c])) for c in reliable]
     link_timeout = request.link_timeout
     if link is not None and result.events:
-        # A next link that found missed events repaired a gap, or read a batch published
-        # as a hint (grip.with_hints), while other sends may still be landing: a hint
-        # that reaches Pushpin during this fetch is dropped (it cannot follow the new
-        # hold's prev-id), and its events may have been committed after this read. The
-        # link is fetched again shortly, and the fetch that finds nothing new restores
-        # the usual timeout.
+        # A next link that found missed events repaired a gap while other sends may still
+        # be landing: Pushpin keeps at most 100 items that reach a stream during this
+        # fetch and drops the rest unseen, and events committed after this read that it
+        # dropped would wait for the next period. The link is fetched again shortly, and
+        # the fetch that finds nothing new restores the usual timeout.
         link_timeout = min(link_timeout or PUSHPIN_LINK_TIMEOUT, SETTLE_LINK_TIMEOUT)
     return Answer(body, hold(buildid.id_format(epoch, reliable), link_timeout), True, filtered)
 

@@ -279,31 +279,6 @@ def test_http_stream_item_with_ids_and_build_id():
     assert all(isinstance(item[k], str) for k in ("id", "prev-id"))
 
 
-def _stored(channel: str, n: int) -> dict[str, object]:
-    return grip.http_stream_item(channel, f"data: {n}\n\n", item_id=str(n), prev_id=str(n - 1))
-
-
-def test_with_hints_keeps_runs_pushpin_keeps_whole():
-    items = [_stored("a", n) for n in range(1, grip.MAX_ITEMS_PER_CHANNEL + 1)]
-    items.append(grip.http_stream_item("a", "data: live\n\n"))
-    assert grip.with_hints(items) == items
-    assert grip.with_hints([]) == []
-
-
-def test_with_hints_turns_a_longer_run_into_one_hint_where_it_ended():
-    limit = grip.MAX_ITEMS_PER_CHANNEL
-    live = [grip.http_stream_item("b", f"data: {n}\n\n") for n in range(limit + 5)]
-    other = _stored("c", 1)
-    items = [_stored("a", 1), other, *(_stored("a", n) for n in range(2, limit + 2)), *live]
-    # Items without ids (channels whose events are not stored) are never made hints:
-    # Pushpin has nothing to fetch for them.
-    assert grip.with_hints(items) == [other, grip.hint_item("a"), *live]
-    assert grip.with_hints(items)[1] == {
-        "channel": "a",
-        "formats": {"http-stream": {"action": "hint"}},
-    }
-
-
 def test_hint_item():
     assert grip.hint_item("~abc") == {
         "channel": "~abc",

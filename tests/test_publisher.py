@@ -299,14 +299,6 @@ def test_large_batches_are_split_in_order(fake_proxy, make_publisher):
     assert received == items
 
 
-def test_a_long_run_of_stored_events_is_published_as_a_hint(fake_proxy, make_publisher):
-    run = [item(n) for n in range(1, grip.MAX_ITEMS_PER_CHANNEL + 2)]
-    live = grip.http_stream_item("other", "data: x\n\n")
-    make_publisher(fake_proxy.url).publish([*run, live])
-    received = [item for r in fake_proxy.requests for item in json.loads(r.body)["items"]]
-    assert received == [grip.hint_item("c"), live]
-
-
 def test_proxies_are_published_to_concurrently(make_publisher):
     """Each proxy answers only once the other has been reached: sequential calls would fail."""
     barrier = threading.Barrier(2, timeout=3)
@@ -381,7 +373,7 @@ class Collecting:
         self.gate.set()
         self.fail = fail
 
-    def post(self, items, *, channel=""):
+    def publish(self, items, *, channel=""):
         self.gate.wait(5)
         self.batches.append(list(items))
         if self.fail:
@@ -477,20 +469,4 @@ def test_background_lingers_to_publish_items_together():
     assert background.flush(timeout=5)
     assert time.monotonic() - started < 2  # flush ends the linger at once
     assert sink.batches == [[item(0), item(1), item(2)]]
-    background.close()
-
-
-def test_background_hints_a_long_run_of_one_call_not_of_many_calls_merged():
-    sink = Collecting()
-    background = BackgroundPublisher(sink, batch=1000)  # type: ignore[arg-type]
-    sink.gate.clear()  # everything below piles up behind the first call
-    background.submit([item(0)], channel="c")
-    count = grip.MAX_ITEMS_PER_CHANNEL + 1
-    for n in range(1, count + 1):  # many send_event calls: live items, merged
-        background.submit([item(n)], channel="c")
-    background.submit([item(n) for n in range(100, 100 + count)], channel="c")  # one batch
-    sink.gate.set()
-    assert background.flush(timeout=5)
-    published = [i for batch in sink.batches for i in batch]
-    assert published == [*(item(n) for n in range(count + 1)), grip.hint_item("c")]
     background.close()

@@ -55,6 +55,18 @@ def test_hints_are_not_events(eventstream_outbox):
     assert eventstream_outbox.hints == 1
 
 
+@pytest.mark.django_db
+def test_a_long_batch_is_recorded_event_by_event(
+    eventstream_outbox, django_capture_on_commit_callbacks
+):
+    count = 101  # more than Pushpin holds of a channel out of order
+    with django_capture_on_commit_callbacks(execute=True):
+        send_events([("news", "message", {"n": n}) for n in range(count)])
+    assert [e.json()["n"] for e in eventstream_outbox] == list(range(count))
+    assert [e.seq for e in eventstream_outbox] == list(range(1, count + 1))
+    assert eventstream_outbox.hints == 0
+
+
 def test_multiline_data_and_odd_names(eventstream_outbox, settings):
     settings.EVENTSTREAM_STORAGE_CLASS = None
     send_event("room 1", "ty%pe", "a\nb", json_encode=False)
