@@ -179,6 +179,28 @@ class PushpinConfig:
         return f"http://127.0.0.1:{self.control_port}"
 
 
+def wait_proxied(url: str, timeout: float = 20, want_status: int | None = None) -> None:
+    """Wait until a request through Pushpin reaches the app (with ``want_status``, if given).
+
+    Pushpin's readiness probe (:func:`not_ready`) uses its built-in test handler, which does
+    not exercise zurl, the part that forwards requests to the app; a first proxied stream
+    opened too early was seen to hang past a 10 s timeout under load. Short attempts,
+    retried, until one gets an HTTP answer.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with requests.get(url, timeout=2, stream=True) as response:  # headers are enough
+                if want_status is None or response.status_code == want_status:
+                    return
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"{url} answered {response.status_code}")
+        except requests.RequestException:
+            if time.monotonic() > deadline:
+                raise
+        time.sleep(0.1)
+
+
 def not_ready(config: PushpinConfig) -> str | None:
     """Why Pushpin is not ready yet, or None when it is (see the module docstring)."""
     probe = f"{config.url}{READY_PREFIX}stream"

@@ -38,7 +38,6 @@ import json
 import secrets
 import shutil
 import tempfile
-import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,10 +45,9 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import pytest
-import requests
 
 from . import buildid, grip
-from .pushpin import PushpinConfig, PushpinProcess, free_ports
+from .pushpin import PushpinConfig, PushpinProcess, free_ports, wait_proxied
 from .sseclient import EventStream
 
 if TYPE_CHECKING:
@@ -194,29 +192,11 @@ def _eventstream_pushpin_process(
     process = PushpinProcess(config, workdir, log=workdir / "pushpin.log")
     try:
         process.start()
-        _wait_until_proxied(config.url + "/")
+        wait_proxied(config.url + "/")
         yield _Running(config, workdir / "pushpin.log")
     finally:
         process.stop()
         shutil.rmtree(rundir, ignore_errors=True)
-
-
-def _wait_until_proxied(url: str, timeout: float = 20) -> None:
-    """Until a request through Pushpin gets an answer from the app, whatever its status.
-
-    Pushpin's readiness probe uses its own test handler, not the part that forwards requests
-    to the app (zurl, on 1.36): a first stream opened at once was seen to hang past its
-    10 s timeout under load. Short attempts, retried.
-    """
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            with requests.get(url, timeout=2, stream=True):
-                return
-        except requests.RequestException:
-            if time.monotonic() > deadline:
-                raise
-        time.sleep(0.1)
 
 
 @pytest.fixture

@@ -14,7 +14,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +21,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from grip_eventstream.pushpin import wait_proxied
 from grip_eventstream.sseclient import Event, EventStream, SSEParser
 from tests.gunicorn_process import Gunicorn
 from tests.pushpin_process import Pushpin
@@ -122,27 +122,6 @@ def start_stack(
         stack.stop()
         raise
     return stack
-
-
-def wait_proxied(url: str, timeout: float = 20, want_status: int | None = None) -> None:
-    """Wait until a request through Pushpin reaches the app.
-
-    Pushpin's readiness probe uses its built-in test handler, which does not exercise zurl,
-    the part that forwards requests to the app; a first proxied request made too early was
-    seen to hang under load. Short attempts, retried, until one gets any HTTP answer.
-    """
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            with requests.get(url, timeout=2, stream=True) as response:  # headers are enough
-                if want_status is None or response.status_code == want_status:
-                    return
-                if time.monotonic() > deadline:
-                    raise AssertionError(f"{url} answered {response.status_code}")
-        except requests.RequestException:
-            if time.monotonic() > deadline:
-                raise
-        time.sleep(0.1)
 
 
 @pytest.fixture(scope="session")

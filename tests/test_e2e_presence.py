@@ -44,10 +44,10 @@ from django.core import signing
 from grip_eventstream import get_presence, send_event
 from grip_eventstream.links import GONE_SALT
 from grip_eventstream.models import Event, PresenceStream
-from grip_eventstream.pushpin import version
+from grip_eventstream.pushpin import version, wait_proxied
 from grip_eventstream.sseclient import EventStream
 from tests import browser, presence_log
-from tests.conftest import ROOT, SIG_KEY, Stack, events, start_stack, wait_proxied
+from tests.conftest import ROOT, SIG_KEY, Stack, events, start_stack
 from tests.gunicorn_process import Gunicorn
 from tests.pushpin_process import Pushpin
 

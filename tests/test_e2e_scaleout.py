@@ -10,8 +10,9 @@ import pytest
 
 from grip_eventstream import get_current_event_id, send_event
 from grip_eventstream.exceptions import PublishError
+from grip_eventstream.pushpin import wait_proxied
 from grip_eventstream.sseclient import EventStream
-from tests.conftest import ROOT, SIG_KEY, wait_events, wait_proxied
+from tests.conftest import ROOT, SIG_KEY, wait_events
 from tests.gunicorn_process import Gunicorn
 from tests.pushpin_process import Pushpin
 

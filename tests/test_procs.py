@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import requests
 
+from grip_eventstream.pushpin import wait_proxied
 from grip_eventstream.sseclient import EventStream
-from tests.conftest import wait_proxied
 from tests.gunicorn_process import Gunicorn
 from tests.procs import free_port, free_ports, pid_alive, processes_mentioning, wait_for
 from tests.pushpin_process import PUSHPIN_SERVICES, Pushpin
